@@ -1,0 +1,64 @@
+//! # kefu-domain
+//!
+//! The customer-service domain, pure: aggregates decide on commands and fold events; value
+//! objects parse input once; closed vocabularies mirror `proto/`. Nothing here does I/O,
+//! reads the clock or knows about PostgreSQL, Kafka or GraphQL (CI checks that `sqlx`,
+//! `rdkafka` and `tokio` are not in this crate's dependency tree).
+//!
+//! Layout:
+//! - [`aggregate`]: the `Aggregate` / `DomainEvent` traits and the `event_family!` macro;
+//! - [`values`], [`vocab`], [`patch`]: value objects, vocabularies, three-way updates;
+//! - one module per aggregate: [`customer`], [`interaction`];
+//! - [`testing`]: given/when/then for aggregate tests.
+
+pub mod aggregate;
+pub mod customer;
+mod error;
+pub mod interaction;
+pub mod patch;
+pub mod testing;
+pub mod values;
+pub mod vocab;
+mod wire_enum;
+
+pub use aggregate::{Aggregate, DomainEvent};
+pub use error::DomainError;
+pub use patch::Patch;
+pub use wire_enum::UnknownVariant;
+
+/// Every event type of every aggregate, by stream type: the set `proto/` must define.
+pub fn all_event_types() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
+        (
+            <customer::Customer as Aggregate>::STREAM_TYPE,
+            <customer::CustomerEvent as DomainEvent>::EVENT_TYPES,
+        ),
+        (
+            <interaction::Interaction as Aggregate>::STREAM_TYPE,
+            <interaction::InteractionEvent as DomainEvent>::EVENT_TYPES,
+        ),
+    ]
+}
+
+/// One example of every event, as `(stream type, event type, payload JSON)`: the contract test
+/// pushes each through `proto/` and back, and the event catalogue shows them.
+pub fn example_events() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    fn collect<A: Aggregate>(
+        events: Vec<A::Event>,
+    ) -> Vec<(&'static str, &'static str, serde_json::Value)> {
+        events
+            .into_iter()
+            .map(|e| {
+                let (t, payload) = e.to_payload().unwrap_or_else(|err| {
+                    panic!("example {} must serialise: {err}", e.event_type())
+                });
+                (A::STREAM_TYPE, t, payload)
+            })
+            .collect()
+    }
+    let mut all = collect::<customer::Customer>(customer::examples::all_events());
+    all.extend(collect::<interaction::Interaction>(
+        interaction::examples::all_events(),
+    ));
+    all
+}

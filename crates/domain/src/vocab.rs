@@ -1,0 +1,199 @@
+//! The closed vocabularies of the customer archive and of interactions (DOMAIN.md).
+//! Each one is mirrored by an enum of the same name in `proto/kefu/v1/common.proto`.
+
+use crate::wire_enum;
+
+wire_enum! {
+    /// Who the customer is: an outside person or organisation, or one of our own departments
+    /// (内部客户 — departments are customers of each other).
+    pub enum CustomerKind: "CUSTOMER_KIND" {
+        /// A private person.
+        Person = "PERSON",
+        /// A company, public body or other organisation.
+        Organization = "ORGANIZATION",
+        /// An internal department served by other departments.
+        InternalDepartment = "INTERNAL_DEPARTMENT",
+    }
+}
+
+wire_enum! {
+    /// Gender as the customer states it.
+    pub enum Gender: "GENDER" {
+        Female = "FEMALE",
+        Male = "MALE",
+        Other = "OTHER",
+        Undisclosed = "UNDISCLOSED",
+    }
+}
+
+wire_enum! {
+    /// Contact channel (联系渠道).
+    pub enum Channel: "CHANNEL" {
+        /// 面对面
+        FaceToFace = "FACE_TO_FACE",
+        /// 电话
+        Phone = "PHONE",
+        /// 短信
+        Sms = "SMS",
+        /// 邮件
+        Email = "EMAIL",
+        /// Web form or self-service portal (网络).
+        Web = "WEB",
+        /// Live chat (在线).
+        WebChat = "WEB_CHAT",
+        /// 微信
+        Wechat = "WECHAT",
+        /// 社交媒体
+        SocialMedia = "SOCIAL_MEDIA",
+        /// 传真
+        Fax = "FAX",
+        /// Letter.
+        PostalMail = "POSTAL_MAIL",
+        /// 走访 — a visit by our staff.
+        FieldVisit = "FIELD_VISIT",
+        /// 座谈会 — a customer meeting.
+        CustomerMeeting = "CUSTOMER_MEETING",
+        /// Referred by a third party (a regulator, a partner).
+        Referral = "REFERRAL",
+    }
+}
+
+wire_enum! {
+    /// 入站/出站.
+    pub enum Direction: "DIRECTION" {
+        Inbound = "INBOUND",
+        Outbound = "OUTBOUND",
+    }
+}
+
+wire_enum! {
+    /// Who started the contact (客户发起/企业发起).
+    pub enum Initiator: "INITIATOR" {
+        Customer = "CUSTOMER",
+        Company = "COMPANY",
+    }
+}
+
+wire_enum! {
+    /// Handled by a person or by self-service (人员/非人员).
+    pub enum ServiceMode: "SERVICE_MODE" {
+        Staff = "STAFF",
+        SelfService = "SELF_SERVICE",
+    }
+}
+
+wire_enum! {
+    /// 行业.
+    pub enum Industry: "INDUSTRY" {
+        /// 制造业
+        Manufacturing = "MANUFACTURING",
+        /// 服务业
+        Services = "SERVICES",
+        /// 政府部门
+        Government = "GOVERNMENT",
+        Finance = "FINANCE",
+        Retail = "RETAIL",
+        Telecommunications = "TELECOMMUNICATIONS",
+        Energy = "ENERGY",
+        Healthcare = "HEALTHCARE",
+        Education = "EDUCATION",
+        Logistics = "LOGISTICS",
+        Other = "OTHER",
+    }
+}
+
+wire_enum! {
+    /// 规模: 大型/中型/小型/个体工商户.
+    pub enum Scale: "SCALE" {
+        Large = "LARGE",
+        Medium = "MEDIUM",
+        Small = "SMALL",
+        /// 个体工商户
+        SoleProprietor = "SOLE_PROPRIETOR",
+    }
+}
+
+wire_enum! {
+    /// 新客户/老客户/忠诚客户.
+    pub enum Tenure: "TENURE" {
+        New = "NEW",
+        Established = "ESTABLISHED",
+        Loyal = "LOYAL",
+    }
+}
+
+wire_enum! {
+    /// 重要客户/一般客户/潜在客户. Service is differentiated by tier.
+    pub enum ValueTier: "VALUE_TIER" {
+        Important = "IMPORTANT",
+        Ordinary = "ORDINARY",
+        Potential = "POTENTIAL",
+    }
+}
+
+wire_enum! {
+    /// 潜在/优势/睡眠/逃跑.
+    pub enum LifecycleSegment: "LIFECYCLE_SEGMENT" {
+        Potential = "POTENTIAL",
+        Advantaged = "ADVANTAGED",
+        Dormant = "DORMANT",
+        Fleeing = "FLEEING",
+    }
+}
+
+wire_enum! {
+    /// What personal data may be used for (collection states its purpose — 保密).
+    pub enum ConsentPurpose: "CONSENT_PURPOSE" {
+        /// Handling the customer's own requests.
+        Service = "SERVICE",
+        /// Satisfaction surveys and return visits.
+        Surveys = "SURVEYS",
+        /// Offers and campaigns.
+        Marketing = "MARKETING",
+        /// Aggregate analysis.
+        Analytics = "ANALYTICS",
+        /// Passing data to a third party.
+        ThirdPartySharing = "THIRD_PARTY_SHARING",
+    }
+}
+
+wire_enum! {
+    /// Profile fields that a profile update can clear.
+    pub enum ProfileField: "PROFILE_FIELD" {
+        Gender = "GENDER",
+        BirthDate = "BIRTH_DATE",
+        Phone = "PHONE",
+        BackupPhone = "BACKUP_PHONE",
+        Email = "EMAIL",
+        Address = "ADDRESS",
+        KeyContacts = "KEY_CONTACTS",
+        Needs = "NEEDS",
+        Preferences = "PREFERENCES",
+        ExternalRef = "EXTERNAL_REF",
+    }
+}
+
+/// Every vocabulary's protobuf enum name and wire values, for the contract check against
+/// `proto/`. A vocabulary that appears in an event must be listed here.
+pub fn all_vocabularies() -> Vec<(&'static str, Vec<&'static str>)> {
+    macro_rules! list {
+        ($($t:ty),+ $(,)?) => {
+            vec![$((<$t>::NAME, <$t>::ALL.iter().map(|v| v.wire_name()).collect())),+]
+        };
+    }
+    list!(
+        CustomerKind,
+        Gender,
+        Channel,
+        Direction,
+        Initiator,
+        ServiceMode,
+        Industry,
+        Scale,
+        Tenure,
+        ValueTier,
+        LifecycleSegment,
+        ConsentPurpose,
+        ProfileField,
+    )
+}

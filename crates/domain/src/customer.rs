@@ -810,8 +810,34 @@ pub mod examples {
         )
     }
 
-    /// One example of every customer event, every optional field filled.
+    /// An internal department's registration (内部客户).
+    pub fn register_department() -> (Uuid, RegisterCustomer) {
+        let (_, org) = register_organization();
+        let id = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0003);
+        (
+            id,
+            RegisterCustomer {
+                customer_id: id,
+                kind: CustomerKind::InternalDepartment,
+                name: name("网络运维部"),
+                department_code: Some(label("NETOPS")),
+                classification: None,
+                account_manager: None,
+                ..org
+            },
+        )
+    }
+
+    /// Examples of every customer event; together they fill every optional field.
     pub fn all_events() -> Vec<CustomerEvent> {
+        let (_, department) = register_department();
+        let Some(CustomerEvent::CustomerRegistered(department)) = Customer::default()
+            .decide(&CustomerCommand::Register(department))
+            .ok()
+            .and_then(|mut v| v.pop())
+        else {
+            panic!("example department must be accepted");
+        };
         let (_, person) = register_person();
         let Some(CustomerEvent::CustomerRegistered(registered)) = Customer::default()
             .decide(&CustomerCommand::Register(person))
@@ -822,6 +848,7 @@ pub mod examples {
         };
         vec![
             registered.clone().into(),
+            department.into(),
             CustomerProfileUpdated {
                 name: Some(name("李雷雷")),
                 gender: Some(Gender::Male),
@@ -833,8 +860,8 @@ pub mod examples {
                 key_contacts: vec![KeyContact {
                     name: name("韩梅梅"),
                     role: Some(label("家属")),
-                    phone: None,
-                    email: None,
+                    phone: Some(phone("13700137000")),
+                    email: Email::parse("email", "han@example.com").ok(),
                 }],
                 needs: Some(text("千兆宽带")),
                 preferences: Some(text("短信通知")),
@@ -1152,7 +1179,8 @@ mod tests {
             let back = CustomerEvent::from_payload(t, payload).unwrap();
             assert_eq!(back, e);
         }
-        let types: Vec<_> = all_events().iter().map(|e| e.event_type()).collect();
+        let mut types: Vec<_> = all_events().iter().map(|e| e.event_type()).collect();
+        types.dedup();
         assert_eq!(types, CustomerEvent::EVENT_TYPES);
     }
 }

@@ -40,19 +40,35 @@ pub fn all_event_types() -> Vec<(&'static str, &'static [&'static str])> {
     ]
 }
 
-/// One example of every event, as `(stream type, event type, payload JSON)`: the contract test
+/// An example event for the contract test and the catalogue.
+#[derive(Debug, Clone)]
+pub struct ExampleEvent {
+    /// Stream type.
+    pub stream_type: &'static str,
+    /// Event type.
+    pub event_type: &'static str,
+    /// Payload schema version.
+    pub schema_version: u32,
+    /// Payload JSON.
+    pub payload: serde_json::Value,
+}
+
+/// Examples of every event; together they fill every optional field. The contract test
 /// pushes each through `proto/` and back, and the event catalogue shows them.
-pub fn example_events() -> Vec<(&'static str, &'static str, serde_json::Value)> {
-    fn collect<A: Aggregate>(
-        events: Vec<A::Event>,
-    ) -> Vec<(&'static str, &'static str, serde_json::Value)> {
+pub fn example_events() -> Vec<ExampleEvent> {
+    fn collect<A: Aggregate>(events: Vec<A::Event>) -> Vec<ExampleEvent> {
         events
             .into_iter()
             .map(|e| {
                 let (t, payload) = e.to_payload().unwrap_or_else(|err| {
                     panic!("example {} must serialise: {err}", e.event_type())
                 });
-                (A::STREAM_TYPE, t, payload)
+                ExampleEvent {
+                    stream_type: A::STREAM_TYPE,
+                    event_type: t,
+                    schema_version: e.schema_version(),
+                    payload,
+                }
             })
             .collect()
     }

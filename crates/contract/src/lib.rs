@@ -1,0 +1,294 @@
+//! # kefu-contract
+//!
+//! The event contract as code. `proto/` (compiled at build time into a descriptor set)
+//! defines the envelope and every payload; this crate turns a [`RecordedEvent`] into the
+//! binary `kefu.v1.Envelope` that goes on Kafka and back, and renders the event catalogue.
+//!
+//! How the Rust types and `proto/` are kept in agreement: the domain's JSON form of every
+//! event *is* the proto3 canonical JSON form of its message (camelCase field names, enum
+//! value names, RFC 3339 timestamps). Encoding parses that JSON against the descriptor
+//! (unknown fields are errors) and decoding prints it back, so a field present on one side
+//! only fails loudly; `tests/agreement.rs` checks every event type field by field.
+
+use std::{collections::HashMap, sync::OnceLock};
+
+use kefu_app::RecordedEvent;
+use prost::Message;
+use prost_reflect::{
+    DescriptorPool, DeserializeOptions, DynamicMessage, FieldDescriptor, MessageDescriptor,
+    SerializeOptions,
+};
+
+pub mod catalogue;
+
+/// The compiled descriptor set of `proto/` (a `google.protobuf.FileDescriptorSet`).
+pub static DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kefu.fds"));
+
+/// Full name of the envelope message.
+pub const ENVELOPE: &str = "kefu.v1.Envelope";
+
+/// The `content-type` header kefu puts on every Kafka record.
+pub const CONTENT_TYPE: &str = "application/x-protobuf; messageType=kefu.v1.Envelope";
+
+/// Why an event could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContractError {
+    /// The event type has no member in the envelope's `payload` oneof.
+    #[error(
+        "event type `{0}` is not in proto/ (no member of Envelope.payload has that message type)"
+    )]
+    UnknownEventType(String),
+    /// The payload does not fit its message definition.
+    #[error("{event_type} does not match proto/: {reason}")]
+    PayloadMismatch {
+        /// Which event type.
+        event_type: String,
+        /// What did not fit.
+        reason: String,
+    },
+    /// The bytes are not a valid envelope.
+    #[error("not a kefu.v1.Envelope: {0}")]
+    Malformed(String),
+}
+
+/// The loaded contract: descriptors and the payload member for each event type.
+pub struct Contract {
+    pool: DescriptorPool,
+    envelope: MessageDescriptor,
+    members: HashMap<String, FieldDescriptor>,
+}
+
+impl Contract {
+    /// The contract compiled into this binary.
+    pub fn get() -> &'static Contract {
+        static CONTRACT: OnceLock<Contract> = OnceLock::new();
+        CONTRACT.get_or_init(|| {
+            // The descriptor set is produced by our own build script from proto/; if it does
+            // not load, the binary is broken and nothing can be published.
+            #[allow(clippy::expect_used)]
+            let pool =
+                DescriptorPool::decode(DESCRIPTOR_SET).expect("embedded descriptor set is valid");
+            Contract::from_pool(pool)
+        })
+    }
+
+    fn from_pool(pool: DescriptorPool) -> Contract {
+        #[allow(clippy::expect_used)]
+        let envelope = pool
+            .get_message_by_name(ENVELOPE)
+            .expect("proto/ defines kefu.v1.Envelope");
+        let mut members = HashMap::new();
+        if let Some(oneof) = envelope.oneofs().find(|o| o.name() == "payload") {
+            for field in oneof.fields() {
+                if let prost_reflect::Kind::Message(m) = field.kind() {
+                    members.insert(m.name().to_string(), field);
+                }
+            }
+        }
+        Contract {
+            pool,
+            envelope,
+            members,
+        }
+    }
+
+    /// The descriptor pool (every message and enum of `proto/`).
+    pub fn pool(&self) -> &DescriptorPool {
+        &self.pool
+    }
+
+    /// The envelope's descriptor.
+    pub fn envelope(&self) -> &MessageDescriptor {
+        &self.envelope
+    }
+
+    /// Event types the contract defines, sorted.
+    pub fn event_types(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.members.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The message descriptor of an event type's payload.
+    pub fn payload_descriptor(&self, event_type: &str) -> Result<MessageDescriptor, ContractError> {
+        match self.members.get(event_type).map(FieldDescriptor::kind) {
+            Some(prost_reflect::Kind::Message(m)) => Ok(m),
+            _ => Err(ContractError::UnknownEventType(event_type.to_string())),
+        }
+    }
+
+    /// Parses a payload's JSON against its message (unknown fields are errors).
+    pub fn payload_message(
+        &self,
+        event_type: &str,
+        payload: &serde_json::Value,
+    ) -> Result<DynamicMessage, ContractError> {
+        let desc = self.payload_descriptor(event_type)?;
+        DynamicMessage::deserialize_with_options(
+            desc,
+            payload,
+            &DeserializeOptions::new().deny_unknown_fields(true),
+        )
+        .map_err(|e| ContractError::PayloadMismatch {
+            event_type: event_type.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Builds the envelope message for an event.
+    pub fn envelope_message(&self, event: &RecordedEvent) -> Result<DynamicMessage, ContractError> {
+        let member = self
+            .members
+            .get(&event.event_type)
+            .ok_or_else(|| ContractError::UnknownEventType(event.event_type.clone()))?;
+        let mut json =
+            serde_json::to_value(event).map_err(|e| ContractError::Malformed(e.to_string()))?;
+        if let serde_json::Value::Object(map) = &mut json {
+            let payload = map.remove("payload").unwrap_or_default();
+            map.insert(member.json_name().to_string(), payload);
+        }
+        DynamicMessage::deserialize_with_options(
+            self.envelope.clone(),
+            &json,
+            &DeserializeOptions::new().deny_unknown_fields(true),
+        )
+        .map_err(|e| ContractError::PayloadMismatch {
+            event_type: event.event_type.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Encodes an event as a binary `kefu.v1.Envelope`.
+    pub fn encode(&self, event: &RecordedEvent) -> Result<Vec<u8>, ContractError> {
+        Ok(self.envelope_message(event)?.encode_to_vec())
+    }
+
+    /// Decodes a binary `kefu.v1.Envelope`.
+    pub fn decode(&self, bytes: &[u8]) -> Result<RecordedEvent, ContractError> {
+        let message = DynamicMessage::decode(self.envelope.clone(), bytes)
+            .map_err(|e| ContractError::Malformed(e.to_string()))?;
+        self.from_envelope_message(&message)
+    }
+
+    /// Converts an envelope message into a [`RecordedEvent`].
+    pub fn from_envelope_message(
+        &self,
+        message: &DynamicMessage,
+    ) -> Result<RecordedEvent, ContractError> {
+        let mut json = to_json(message)?;
+        let map = json
+            .as_object_mut()
+            .ok_or_else(|| ContractError::Malformed("envelope is not an object".into()))?;
+        let event_type = map
+            .get("eventType")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let member = self
+            .members
+            .get(&event_type)
+            .ok_or_else(|| ContractError::UnknownEventType(event_type.clone()))?;
+        if !message.has_field(member) {
+            return Err(ContractError::Malformed(format!(
+                "eventType is {event_type} but the payload is not a {event_type}"
+            )));
+        }
+        let payload = map.remove(member.json_name()).unwrap_or_default();
+        // Drop every other (unset) oneof member the default-emitting printer may add.
+        for other in self.members.values() {
+            map.remove(other.json_name());
+        }
+        map.insert("payload".into(), payload);
+        serde_json::from_value(json).map_err(|e| ContractError::Malformed(e.to_string()))
+    }
+}
+
+/// Prints a message as proto3 JSON with every non-optional field present and 64-bit integers
+/// as numbers (how kefu stores payloads).
+pub fn to_json(message: &DynamicMessage) -> Result<serde_json::Value, ContractError> {
+    let options = SerializeOptions::new()
+        .stringify_64_bit_integers(false)
+        .skip_default_fields(false);
+    message
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .map_err(|e| ContractError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use kefu_app::{Actor, ActorKind};
+    use uuid::Uuid;
+
+    pub(crate) fn recorded(event_type: &str, payload: serde_json::Value) -> RecordedEvent {
+        RecordedEvent {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            stream_id: Uuid::now_v7(),
+            stream_type: "customer".into(),
+            stream_version: 3,
+            customer_id: Some(Uuid::now_v7()),
+            global_position: 5_000_000_000,
+            occurred_at: kefu_app::envelope::to_storage_precision(Utc::now()),
+            recorded_at: kefu_app::envelope::to_storage_precision(Utc::now()),
+            actor: Actor {
+                id: "agent.chen".into(),
+                name: Some("陈静".into()),
+                kind: ActorKind::User,
+                roles: vec!["agent".into()],
+            },
+            correlation_id: Uuid::now_v7(),
+            causation_id: Uuid::now_v7(),
+            command_id: Uuid::now_v7(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn every_example_event_round_trips_through_binary_protobuf() {
+        let contract = Contract::get();
+        for example in kefu_domain::example_events() {
+            let event_type = example.event_type;
+            let event = recorded(event_type, example.payload);
+            let bytes = contract.encode(&event).unwrap();
+            let back = contract.decode(&bytes).unwrap();
+            assert_eq!(back, event, "{event_type}");
+        }
+    }
+
+    #[test]
+    fn unknown_payload_fields_are_refused() {
+        let contract = Contract::get();
+        let mut event = recorded(
+            "ConsentGranted",
+            serde_json::json!({"purpose": "CONSENT_PURPOSE_SURVEYS"}),
+        );
+        assert!(contract.encode(&event).is_ok());
+        event.payload = serde_json::json!({"purpose": "CONSENT_PURPOSE_SURVEYS", "mood": "happy"});
+        let err = contract.encode(&event).unwrap_err();
+        assert!(
+            matches!(err, ContractError::PayloadMismatch { .. }),
+            "{err}"
+        );
+        event.event_type = "SomethingElse".into();
+        assert_eq!(
+            contract.encode(&event).unwrap_err(),
+            ContractError::UnknownEventType("SomethingElse".into())
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let contract = Contract::get();
+        assert!(matches!(
+            contract.decode(b"\xff\xff\xff"),
+            Err(ContractError::Malformed(_))
+        ));
+        assert!(matches!(
+            contract.decode(b""),
+            Err(ContractError::UnknownEventType(_))
+        ));
+    }
+}

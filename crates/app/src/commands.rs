@@ -126,7 +126,7 @@ impl CommandService {
         CommandService {
             store,
             clock: Arc::new(Utc::now),
-            max_attempts: 5,
+            max_attempts: 10,
             future_tolerance: Duration::minutes(5),
         }
     }

@@ -119,6 +119,9 @@ pub enum StoreError {
     /// Stored data does not decode (a bug or tampering).
     #[error("event store data is corrupt: {0}")]
     Corrupt(String),
+    /// The database refused a statement for a reason that retrying will not fix.
+    #[error("event store database error: {0}")]
+    Database(String),
 }
 
 /// A journalled command and its result.

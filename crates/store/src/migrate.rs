@@ -1,0 +1,59 @@
+//! Embedded migrations. Each crate that owns tables owns a schema, its migration files and its
+//! own history table in that schema, so crates migrate independently. Migrations are never
+//! edited once released; fixes are new migrations.
+
+use std::borrow::Cow;
+
+use kefu_app::StoreError;
+use sqlx::{
+    AssertSqlSafe, PgPool, SqlSafeStr,
+    migrate::{Migration, MigrationType, Migrator},
+};
+
+use crate::db_error;
+
+/// A migrator over SQL embedded in the binary.
+///
+/// `migrations` are `(version, description, sql)`; the history goes to
+/// `<schema>._migrations`.
+pub fn embedded(
+    schema: &'static str,
+    migrations: &[(i64, &'static str, &'static str)],
+) -> Migrator {
+    let list = migrations
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                AssertSqlSafe(*sql).into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    let mut migrator = Migrator::with_migrations(list);
+    migrator.create_schema(schema);
+    migrator.dangerous_set_table_name(format!("{schema}._migrations"));
+    migrator
+}
+
+/// The event store's migrations.
+pub fn event_store() -> Migrator {
+    embedded(
+        "event_store",
+        &[(
+            1,
+            "event store",
+            include_str!("../migrations/0001_event_store.sql"),
+        )],
+    )
+}
+
+/// Applies the event store's migrations.
+pub async fn run(pool: &PgPool) -> Result<(), StoreError> {
+    event_store().run(pool).await.map_err(|e| match e {
+        sqlx::migrate::MigrateError::Execute(e) => db_error(e),
+        other => StoreError::Database(format!("event store migration failed: {other}")),
+    })
+}

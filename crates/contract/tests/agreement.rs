@@ -1,5 +1,7 @@
 //! `proto/` and the Rust event types must agree, field by field, in both directions.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use kefu_contract::{Contract, catalogue};
@@ -13,10 +15,10 @@ fn proto_paths(message: &MessageDescriptor, prefix: &str, out: &mut BTreeSet<Str
             path.push_str("[]");
         }
         out.insert(path.clone());
-        if let Kind::Message(m) = field.kind() {
-            if m.package_name() == "kefu.v1" {
-                proto_paths(&m, &format!("{path}."), out);
-            }
+        if let Kind::Message(m) = field.kind()
+            && m.package_name() == "kefu.v1"
+        {
+            proto_paths(&m, &format!("{path}."), out);
         }
     }
 }

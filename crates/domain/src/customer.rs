@@ -411,13 +411,13 @@ fn check_contacts(
     contacts: &Contacts,
     key_contacts: &[KeyContact],
 ) -> Result<(), DomainError> {
-    if let (Some(p), Some(b)) = (&contacts.phone, &contacts.backup_phone) {
-        if p == b {
-            return Err(DomainError::invalid(
-                "backupPhone",
-                "the backup phone must differ from the main phone",
-            ));
-        }
+    if let (Some(p), Some(b)) = (&contacts.phone, &contacts.backup_phone)
+        && p == b
+    {
+        return Err(DomainError::invalid(
+            "backupPhone",
+            "the backup phone must differ from the main phone",
+        ));
     }
     if kind == CustomerKind::Person && !key_contacts.is_empty() {
         return Err(DomainError::invalid(
@@ -592,15 +592,15 @@ impl Customer {
             }
             .into(),
         ];
-        if let Some(classification) = &c.classification {
-            if *classification != Classification::default() {
-                events.push(
-                    CustomerClassified {
-                        classification: classification.clone(),
-                    }
-                    .into(),
-                );
-            }
+        if let Some(classification) = &c.classification
+            && *classification != Classification::default()
+        {
+            events.push(
+                CustomerClassified {
+                    classification: classification.clone(),
+                }
+                .into(),
+            );
         }
         if let Some(manager) = &c.account_manager {
             events.push(
@@ -629,10 +629,10 @@ impl Customer {
             ));
         }
         let mut e = CustomerProfileUpdated::default();
-        if let Some(name) = &c.name {
-            if *name != r.name {
-                e.name = Some(name.clone());
-            }
+        if let Some(name) = &c.name
+            && *name != r.name
+        {
+            e.name = Some(name.clone());
         }
         macro_rules! diff {
             ($($field:ident: $current:expr => $clear:expr),+ $(,)?) => {

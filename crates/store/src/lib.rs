@@ -18,7 +18,7 @@ pub mod migrate;
 mod pg;
 pub mod relay_state;
 
-pub use pg::PgEventStore;
+pub use pg::{APPEND_CHANNEL, PgEventStore};
 
 /// Opens a pool that connects on first use; `acquire_timeout` bounds how long a request waits
 /// for the database before failing as unavailable.

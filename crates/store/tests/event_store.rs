@@ -1,5 +1,7 @@
 //! The event store against a real PostgreSQL: one fresh database per test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use chrono::Utc;

@@ -1,0 +1,488 @@
+//! The relay: PostgreSQL global log → Kafka topic.
+//!
+//! Guarantees (DESIGN.md "No lost events"):
+//! - events are sent in global-position order; the key is the customer id, so each customer's
+//!   events land on one partition in order;
+//! - the cursor advances only over the longest prefix the broker acknowledged; anything after
+//!   a failure is sent again (consumers drop duplicates by stream version);
+//! - positions are dense and commit-ordered in the store, so reading "after the cursor" never
+//!   skips a transaction still in flight;
+//! - one relay per topic is active (a PostgreSQL advisory lock); others wait as standbys;
+//! - when the broker has lost records the relay had published (a memory-only broker was
+//!   restarted), it says so loudly and, if allowed, publishes the whole history again.
+
+use std::{collections::BTreeMap, future::Future, pin::pin, sync::Arc, time::Duration};
+
+use kefu_app::RecordedEvent;
+use kefu_contract::{CONTENT_TYPE, Contract};
+use kefu_store::{
+    PgEventStore,
+    relay_state::{self, PartitionMark},
+};
+use rdkafka::{
+    error::{KafkaError, RDKafkaErrorCode},
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord, Producer},
+};
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+
+use crate::{BusConfig, BusError, admin, partitioner::partition_for};
+
+/// What to do when the broker no longer has records the relay published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostLogPolicy {
+    /// Publish the whole history again (local brokers with memory storage).
+    Republish,
+    /// Stop with an error (production: a lost log needs a person).
+    Fail,
+}
+
+/// Relay tuning.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Events read and sent per round.
+    pub batch_size: i64,
+    /// Poll interval when no notification arrives.
+    pub idle_poll: Duration,
+    /// First delay after a failure (doubles up to `max_backoff`).
+    pub backoff: Duration,
+    /// Longest delay between retries.
+    pub max_backoff: Duration,
+    /// What to do when the broker lost the log.
+    pub on_lost_log: LostLogPolicy,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        RelayOptions {
+            batch_size: 500,
+            idle_poll: Duration::from_millis(500),
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            on_lost_log: LostLogPolicy::Fail,
+        }
+    }
+}
+
+/// Progress the relay reports (also readable from PostgreSQL).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayProgress {
+    /// Acknowledged through this position.
+    pub position: i64,
+    /// True while this instance holds the relay lock.
+    pub active: bool,
+}
+
+/// Publishes the event store to the topic.
+pub struct Relay {
+    store: PgEventStore,
+    bus: BusConfig,
+    producer: std::sync::Mutex<FutureProducer>,
+    options: RelayOptions,
+    progress: watch::Sender<RelayProgress>,
+}
+
+/// What the relay knows about the topic during one session.
+struct Topic {
+    partitions: i32,
+    /// Per partition, the last record already on the broker: `(offset, position)`. Events at
+    /// or below that position in that partition are not sent again after a restart.
+    tails: Vec<Option<(i64, i64)>>,
+}
+
+enum Pending {
+    Sent(i64, rdkafka::producer::DeliveryFuture),
+    AlreadyOnBroker(i64, PartitionMark),
+}
+
+/// The outcome of one publishing round.
+struct Round {
+    acked_through: Option<i64>,
+    marks: BTreeMap<i32, PartitionMark>,
+    failure: Option<BusError>,
+}
+
+fn headers(event: &RecordedEvent) -> OwnedHeaders {
+    let version = event.schema_version.to_string();
+    let position = event.global_position.to_string();
+    OwnedHeaders::new_with_capacity(4)
+        .insert(Header {
+            key: "kefu-event-type",
+            value: Some(event.event_type.as_str()),
+        })
+        .insert(Header {
+            key: "kefu-schema-version",
+            value: Some(version.as_str()),
+        })
+        .insert(Header {
+            key: "kefu-global-position",
+            value: Some(position.as_str()),
+        })
+        .insert(Header {
+            key: "content-type",
+            value: Some(CONTENT_TYPE),
+        })
+}
+
+impl Relay {
+    /// A relay over `store` publishing to `bus.topic`.
+    pub fn new(
+        store: PgEventStore,
+        bus: BusConfig,
+        options: RelayOptions,
+    ) -> Result<Self, BusError> {
+        let producer: FutureProducer = bus.producer("kefu-relay").create()?;
+        let (progress, _) = watch::channel(RelayProgress::default());
+        Ok(Relay {
+            store,
+            bus,
+            producer: std::sync::Mutex::new(producer),
+            options,
+            progress,
+        })
+    }
+
+    /// Follows the relay's progress.
+    pub fn progress(&self) -> watch::Receiver<RelayProgress> {
+        self.progress.subscribe()
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// After a fatal producer error (e.g. a gap the idempotent producer cannot close), the
+    /// producer is unusable: make a new one.
+    fn renew_producer_if_fatal(&self) -> Result<(), BusError> {
+        let producer = self.producer();
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            tracing::warn!(?code, %reason, "producer hit a fatal error; creating a new one");
+            let fresh: FutureProducer = self.bus.producer("kefu-relay").create()?;
+            *self.producer.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        }
+        Ok(())
+    }
+
+    /// Checks the topic and that the broker still has what the relay published (applying the
+    /// lost-log policy) and reads each partition's tail. Returns the cursor to continue from
+    /// and the topic state.
+    async fn open(&self) -> Result<(i64, Topic), BusError> {
+        let pool = self.store.pool();
+        let info = admin::ensure_topic(&self.bus).await?;
+        let cursor = relay_state::cursor(pool, &self.bus.topic).await?;
+        let marks = relay_state::partitions(pool, &self.bus.topic).await?;
+        let mut lost = Vec::new();
+        if info.created && cursor > 0 {
+            lost.push(format!(
+                "topic {} did not exist and was created empty",
+                self.bus.topic
+            ));
+        }
+        let states = admin::inspect(&self.bus, info.partitions, marks).await?;
+        let mut tails = Vec::with_capacity(states.len());
+        for state in states {
+            match state {
+                admin::PartitionState::Intact { tail } => tails.push(tail),
+                admin::PartitionState::Lost(why) => {
+                    lost.push(why);
+                    tails.push(None);
+                }
+            }
+        }
+        let topic = Topic {
+            partitions: info.partitions,
+            tails,
+        };
+        if lost.is_empty() {
+            return Ok((cursor, topic));
+        }
+        let why = lost.join("; ");
+        match self.options.on_lost_log {
+            LostLogPolicy::Fail => Err(BusError::LogLost(format!(
+                "{why}. The event store still has every event: run `kefu relay --republish` to publish \
+                 them again, then rebuild the projections"
+            ))),
+            LostLogPolicy::Republish => {
+                tracing::warn!(
+                    topic = %self.bus.topic,
+                    reason = %why,
+                    published_through = cursor,
+                    "the broker lost published events; publishing the whole history again from the event store"
+                );
+                relay_state::reset(pool, &self.bus.topic).await?;
+                // What is still there must not be skipped: re-read without marks.
+                let states = admin::inspect(&self.bus, info.partitions, Vec::new()).await?;
+                let tails = states
+                    .into_iter()
+                    .map(|s| match s {
+                        admin::PartitionState::Intact { tail } => tail,
+                        admin::PartitionState::Lost(_) => None,
+                    })
+                    .collect();
+                Ok((
+                    0,
+                    Topic {
+                        partitions: info.partitions,
+                        tails,
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Sends a batch and waits for every acknowledgement.
+    async fn send(&self, topic: &Topic, events: &[RecordedEvent]) -> Round {
+        let contract = Contract::get();
+        let producer = self.producer();
+        let mut pending = Vec::with_capacity(events.len());
+        let mut failure = None;
+        for event in events {
+            let key = event.partition_key().to_string();
+            let partition = partition_for(key.as_bytes(), topic.partitions);
+            if let Some(Some((offset, position))) = topic.tails.get(partition as usize)
+                && event.global_position <= *position
+            {
+                pending.push(Pending::AlreadyOnBroker(
+                    event.global_position,
+                    PartitionMark {
+                        partition,
+                        next_offset: offset + 1,
+                        last_position: *position,
+                    },
+                ));
+                continue;
+            }
+            let payload = match contract.encode(event) {
+                Ok(p) => p,
+                Err(e) => {
+                    failure = Some(BusError::Contract(e));
+                    break;
+                }
+            };
+            let mut record = FutureRecord::to(&self.bus.topic)
+                .key(&key)
+                .partition(partition)
+                .payload(&payload)
+                .headers(headers(event));
+            let sent = loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => break Ok(delivery),
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((e, _)) => break Err(e),
+                }
+            };
+            match sent {
+                Ok(delivery) => pending.push(Pending::Sent(event.global_position, delivery)),
+                Err(e) => {
+                    failure = Some(BusError::Kafka(e));
+                    break;
+                }
+            }
+        }
+        let mut round = Round {
+            acked_through: None,
+            marks: BTreeMap::new(),
+            failure: None,
+        };
+        for p in pending {
+            let (position, mark) = match p {
+                Pending::AlreadyOnBroker(position, mark) => (position, mark),
+                Pending::Sent(position, delivery) => match delivery.await {
+                    Ok(Ok(d)) => (
+                        position,
+                        PartitionMark {
+                            partition: d.partition,
+                            next_offset: d.offset + 1,
+                            last_position: position,
+                        },
+                    ),
+                    Ok(Err((e, _))) => {
+                        round.failure = Some(BusError::Kafka(e));
+                        break;
+                    }
+                    Err(_) => {
+                        round.failure = Some(BusError::Topic(
+                            "the producer dropped a delivery report".into(),
+                        ));
+                        break;
+                    }
+                },
+            };
+            round.acked_through = Some(position);
+            let entry = round.marks.entry(mark.partition).or_insert(mark);
+            entry.next_offset = entry.next_offset.max(mark.next_offset);
+            entry.last_position = entry.last_position.max(mark.last_position);
+        }
+        if round.failure.is_none() {
+            round.failure = failure;
+        }
+        round
+    }
+
+    /// Publishes everything after the cursor once; returns how many events were acknowledged.
+    pub async fn publish_pending(&self) -> Result<usize, BusError> {
+        let (mut cursor, topic) = self.open().await?;
+        let mut total = 0;
+        loop {
+            let (n, next) = self.publish_round(&topic, cursor).await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+            cursor = next;
+        }
+    }
+
+    async fn publish_round(&self, topic: &Topic, cursor: i64) -> Result<(usize, i64), BusError> {
+        let events = self
+            .store
+            .read_after(cursor, self.options.batch_size)
+            .await?;
+        if events.is_empty() {
+            return Ok((0, cursor));
+        }
+        // Defence in depth: the store promises dense positions; never publish across a gap.
+        if let Some(first) = events.first()
+            && first.global_position != cursor + 1
+        {
+            return Err(BusError::Topic(format!(
+                "the event store skipped from {cursor} to {}",
+                first.global_position
+            )));
+        }
+        let round = self.send(topic, &events).await;
+        let mut acked = 0;
+        let mut next = cursor;
+        if let Some(through) = round.acked_through {
+            let marks: Vec<PartitionMark> = round.marks.into_values().collect();
+            relay_state::advance(self.store.pool(), &self.bus.topic, through, &marks).await?;
+            acked = (through - cursor) as usize;
+            next = through;
+            self.progress.send_modify(|p| p.position = through);
+            tracing::debug!(topic = %self.bus.topic, through, sent = acked, "relay advanced");
+        }
+        match round.failure {
+            Some(e) => {
+                self.renew_producer_if_fatal()?;
+                Err(e)
+            }
+            None => Ok((acked, next)),
+        }
+    }
+
+    /// Runs until `shutdown` completes: waits for the relay lock, then publishes as events
+    /// arrive. Failures are logged and retried with backoff; only a lost log under the `Fail`
+    /// policy ends the relay with an error.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
+        let relay = Arc::new(self);
+        let mut shutdown = pin!(shutdown);
+        let mut backoff = relay.options.backoff;
+        loop {
+            let lock = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                lock = relay_state::try_lock(relay.store.pool(), &relay.bus.topic) => lock,
+            };
+            let mut lock = match lock {
+                Ok(Some(lock)) => lock,
+                Ok(None) => {
+                    tracing::debug!(topic = %relay.bus.topic, "another relay is active; standing by");
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay cannot reach the event store; retrying");
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(relay.options.max_backoff);
+                    continue;
+                }
+            };
+            relay.progress.send_modify(|p| p.active = true);
+            tracing::info!(topic = %relay.bus.topic, "relay active");
+            let result = {
+                let session = relay.clone().session(&mut lock, &mut shutdown);
+                session.await
+            };
+            relay.progress.send_modify(|p| p.active = false);
+            lock.release().await;
+            match result {
+                Ok(true) => return Ok(()),
+                Ok(false) => {
+                    backoff = relay.options.backoff;
+                }
+                Err(e @ BusError::LogLost(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "relay interrupted; retrying");
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(relay.options.max_backoff);
+                }
+            }
+        }
+    }
+
+    /// Publishes while holding the lock. `Ok(true)`: shut down; `Ok(false)`: lock lost;
+    /// `Err`: a failure to back off from.
+    async fn session(
+        self: Arc<Self>,
+        lock: &mut relay_state::RelayLock,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<bool, BusError> {
+        let (mut cursor, mut topic) = self.open().await?;
+        self.progress.send_modify(|p| p.position = cursor);
+        let mut listener = match PgListener::connect_with(self.store.pool()).await {
+            Ok(mut l) => match l.listen(kefu_store::APPEND_CHANNEL).await {
+                Ok(()) => Some(l),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
+        let mut idle_rounds = 0u32;
+        loop {
+            let (n, next) = self.publish_round(&topic, cursor).await?;
+            cursor = next;
+            if n > 0 {
+                idle_rounds = 0;
+                continue;
+            }
+            idle_rounds += 1;
+            // Every few idle rounds, make sure we still hold the lock and the broker still has
+            // the log.
+            if idle_rounds.is_multiple_of(20) {
+                if !lock.still_held().await {
+                    tracing::warn!("relay lost its lock session; stepping down");
+                    return Ok(false);
+                }
+                (cursor, topic) = self.open().await?;
+            }
+            let wait = async {
+                match listener.as_mut() {
+                    Some(l) => {
+                        let _ = tokio::time::timeout(self.options.idle_poll, l.recv()).await;
+                    }
+                    None => tokio::time::sleep(self.options.idle_poll).await,
+                }
+            };
+            tokio::select! {
+                _ = &mut *shutdown => {
+                    self.producer().flush(Duration::from_secs(5)).ok();
+                    return Ok(true);
+                }
+                _ = wait => {}
+            }
+        }
+    }
+}

@@ -125,6 +125,20 @@ pub fn watermarks_blocking(bus: &BusConfig, partitions: i32) -> Result<Vec<(i64,
         .collect()
 }
 
+/// A client context that does not report reaching the end of a partition as an error: the
+/// inspection asks for exactly that.
+struct QuietEof;
+
+impl rdkafka::ClientContext for QuietEof {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+            tracing::error!(%error, reason, "librdkafka error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietEof {}
+
 /// What [`inspect`] found in one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartitionState {
@@ -187,11 +201,15 @@ fn inspect_blocking(
         };
         tpl.add_partition_offset(&bus.topic, p, start)?;
     }
-    let mut config = bus.consumer("kefu-relay-inspect", "kefu-relay-inspect");
+    // A group id is required by the client, but it is never joined (partitions are assigned).
+    let mut config = bus.consumer(
+        "kefu-relay-inspect",
+        &format!("{}.relay-inspect", bus.topic),
+    );
     config
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "error");
-    let consumer: BaseConsumer = config.create()?;
+    let consumer: BaseConsumer<QuietEof> = config.create_with_context(QuietEof)?;
     consumer.assign(&tpl)?;
 
     // Per partition: first record seen, last record seen, whether the end was reached.

@@ -72,7 +72,8 @@ impl BusConfig {
             .set("client.id", client_id)
             // Prefer IPv4 for names like `localhost`: some brokers only listen on 127.0.0.1.
             .set("broker.address.family", "v4")
-            .set("socket.keepalive.enable", "true");
+            .set("socket.keepalive.enable", "true")
+            .set("topic.metadata.refresh.interval.ms", "10000");
         for (k, v) in &self.client_properties {
             c.set(k, v);
         }
@@ -107,6 +108,9 @@ impl BusConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            // Eager rebalancing: kefu's projector seeks every newly assigned partition to the
+            // offset stored with its read model, which the eager protocol makes simple.
+            .set("partition.assignment.strategy", "range,roundrobin")
             .set("session.timeout.ms", session.to_string())
             .set("heartbeat.interval.ms", (session / 10).max(100).to_string());
         c

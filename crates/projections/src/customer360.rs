@@ -1,0 +1,686 @@
+//! The customer 360 view: profile, classification, contacts, account manager, consents, the
+//! interaction timeline, counts by channel, last contact and first-contact resolution.
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use kefu_app::RecordedEvent;
+use kefu_domain::{
+    customer::{CustomerEvent, CustomerRegistered, apply_profile_update},
+    interaction::InteractionEvent,
+};
+use serde_json::json;
+use sqlx::{PgConnection, Row, postgres::PgRow, types::Json};
+use uuid::Uuid;
+
+use crate::{Projection, ProjectionError};
+
+/// The projection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Customer360;
+
+/// Its name.
+pub const NAME: &str = "customer360";
+
+const SCHEMA: &str = r#"
+CREATE TABLE customers (
+    customer_id               uuid        PRIMARY KEY,
+    kind                      text        NOT NULL,
+    name                      text        NOT NULL,
+    phone                     text,
+    backup_phone              text,
+    email                     text,
+    department_code           text,
+    profile                   jsonb       NOT NULL,
+    industry                  text,
+    scale                     text,
+    tenure                    text,
+    value_tier                text,
+    lifecycle_segment         text,
+    key_account               boolean     NOT NULL DEFAULT false,
+    grade                     text,
+    account_manager_id        text,
+    account_manager_name      text,
+    consents                  jsonb       NOT NULL DEFAULT '{}',
+    registered_at             timestamptz NOT NULL,
+    updated_at                timestamptz NOT NULL,
+    version                   bigint      NOT NULL,
+    last_position             bigint      NOT NULL,
+    interaction_count         integer     NOT NULL DEFAULT 0,
+    resolved_first_contact    integer     NOT NULL DEFAULT 0,
+    last_contact_at           timestamptz,
+    last_contact_channel      text
+);
+CREATE INDEX customers_by_name ON customers (lower(name), customer_id);
+CREATE INDEX customers_by_registration ON customers (registered_at, customer_id);
+CREATE INDEX customers_by_manager ON customers (account_manager_id);
+
+CREATE TABLE interactions (
+    interaction_id            uuid        PRIMARY KEY,
+    customer_id               uuid        NOT NULL,
+    occurred_at               timestamptz NOT NULL,
+    recorded_at               timestamptz NOT NULL,
+    channel                   text        NOT NULL,
+    direction                 text        NOT NULL,
+    initiator                 text        NOT NULL,
+    mode                      text        NOT NULL,
+    handled_by_id             text,
+    handled_by_name           text,
+    summary                   text        NOT NULL,
+    tasks_handed_over         jsonb       NOT NULL,
+    follow_up_actions         jsonb       NOT NULL,
+    resolved_at_first_contact boolean     NOT NULL,
+    duration_seconds          integer,
+    service_request_id        uuid,
+    recorded_by               text        NOT NULL,
+    global_position           bigint      NOT NULL
+);
+CREATE INDEX interactions_timeline ON interactions (customer_id, occurred_at DESC, interaction_id DESC);
+
+CREATE TABLE channel_counts (
+    customer_id uuid    NOT NULL,
+    channel     text    NOT NULL,
+    contacts    integer NOT NULL,
+    PRIMARY KEY (customer_id, channel)
+);
+"#;
+
+const TABLES: &[&str] = &["customers", "interactions", "channel_counts"];
+
+impl Projection for Customer360 {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn schema(&self) -> &'static str {
+        SCHEMA
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        TABLES
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            match event.stream_type.as_str() {
+                "customer" => apply_customer(conn, event, event.decode()?).await,
+                "interaction" => apply_interaction(conn, event, event.decode()?).await,
+                _ => Ok(()),
+            }
+        })
+    }
+}
+
+async fn apply_customer(
+    conn: &mut PgConnection,
+    e: &RecordedEvent,
+    event: CustomerEvent,
+) -> Result<(), ProjectionError> {
+    let id = e.stream_id;
+    match event {
+        CustomerEvent::CustomerRegistered(r) => {
+            sqlx::query(
+                "INSERT INTO customers (customer_id, kind, name, phone, backup_phone, email, department_code, profile, \
+                   registered_at, updated_at, version, last_position) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)",
+            )
+            .bind(id)
+            .bind(r.kind.as_str())
+            .bind(r.name.as_str())
+            .bind(r.contacts.phone.as_ref().map(|p| p.as_str()))
+            .bind(r.contacts.backup_phone.as_ref().map(|p| p.as_str()))
+            .bind(r.contacts.email.as_ref().map(|p| p.as_str()))
+            .bind(r.department_code.as_ref().map(|c| c.as_str()))
+            .bind(Json(&r))
+            .bind(e.occurred_at)
+            .bind(e.stream_version)
+            .bind(e.global_position)
+            .execute(&mut *conn)
+            .await?;
+        }
+        CustomerEvent::CustomerProfileUpdated(u) => {
+            let row =
+                sqlx::query("SELECT profile FROM customers WHERE customer_id = $1 FOR UPDATE")
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .ok_or_else(|| {
+                        ProjectionError::Poison(format!("profile update for unknown customer {id}"))
+                    })?;
+            let Json(mut profile): Json<CustomerRegistered> = row.try_get("profile")?;
+            apply_profile_update(&mut profile, &u);
+            sqlx::query(
+                "UPDATE customers SET name = $2, phone = $3, backup_phone = $4, email = $5, profile = $6 WHERE customer_id = $1",
+            )
+            .bind(id)
+            .bind(profile.name.as_str())
+            .bind(profile.contacts.phone.as_ref().map(|p| p.as_str()))
+            .bind(profile.contacts.backup_phone.as_ref().map(|p| p.as_str()))
+            .bind(profile.contacts.email.as_ref().map(|p| p.as_str()))
+            .bind(Json(&profile))
+            .execute(&mut *conn)
+            .await?;
+        }
+        CustomerEvent::CustomerClassified(c) => {
+            let c = c.classification;
+            sqlx::query(
+                "UPDATE customers SET industry = $2, scale = $3, tenure = $4, value_tier = $5, lifecycle_segment = $6, \
+                   key_account = $7, grade = $8 WHERE customer_id = $1",
+            )
+            .bind(id)
+            .bind(c.industry.map(|v| v.as_str()))
+            .bind(c.scale.map(|v| v.as_str()))
+            .bind(c.tenure.map(|v| v.as_str()))
+            .bind(c.value_tier.map(|v| v.as_str()))
+            .bind(c.lifecycle_segment.map(|v| v.as_str()))
+            .bind(c.key_account)
+            .bind(c.grade.as_ref().map(|g| g.as_str()))
+            .execute(&mut *conn)
+            .await?;
+        }
+        CustomerEvent::AccountManagerAssigned(a) => {
+            sqlx::query("UPDATE customers SET account_manager_id = $2, account_manager_name = $3 WHERE customer_id = $1")
+                .bind(id)
+                .bind(a.manager.id.as_str())
+                .bind(a.manager.name.as_ref().map(|n| n.as_str()))
+                .execute(&mut *conn)
+                .await?;
+        }
+        CustomerEvent::ConsentGranted(c) => {
+            set_consent(
+                conn,
+                e,
+                id,
+                c.purpose.as_str(),
+                true,
+                c.channel.map(|v| v.as_str()),
+            )
+            .await?
+        }
+        CustomerEvent::ConsentWithdrawn(c) => {
+            set_consent(
+                conn,
+                e,
+                id,
+                c.purpose.as_str(),
+                false,
+                c.channel.map(|v| v.as_str()),
+            )
+            .await?
+        }
+    }
+    sqlx::query(
+        "UPDATE customers SET version = $2, last_position = GREATEST(last_position, $3), \
+           updated_at = GREATEST(updated_at, $4) WHERE customer_id = $1",
+    )
+    .bind(id)
+    .bind(e.stream_version)
+    .bind(e.global_position)
+    .bind(e.occurred_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn set_consent(
+    conn: &mut PgConnection,
+    e: &RecordedEvent,
+    id: Uuid,
+    purpose: &str,
+    granted: bool,
+    channel: Option<&str>,
+) -> Result<(), ProjectionError> {
+    let value = json!({"granted": granted, "at": e.occurred_at, "channel": channel, "recordedBy": e.actor.id});
+    sqlx::query(
+        "UPDATE customers SET consents = jsonb_set(consents, ARRAY[$2], $3) WHERE customer_id = $1",
+    )
+    .bind(id)
+    .bind(purpose)
+    .bind(value)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn apply_interaction(
+    conn: &mut PgConnection,
+    e: &RecordedEvent,
+    event: InteractionEvent,
+) -> Result<(), ProjectionError> {
+    let InteractionEvent::InteractionLogged(i) = event;
+    sqlx::query(
+        "INSERT INTO interactions (interaction_id, customer_id, occurred_at, recorded_at, channel, direction, initiator, \
+           mode, handled_by_id, handled_by_name, summary, tasks_handed_over, follow_up_actions, resolved_at_first_contact, \
+           duration_seconds, service_request_id, recorded_by, global_position) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+    )
+    .bind(i.interaction_id)
+    .bind(i.customer_id)
+    .bind(e.occurred_at)
+    .bind(e.recorded_at)
+    .bind(i.channel.as_str())
+    .bind(i.direction.as_str())
+    .bind(i.initiator.as_str())
+    .bind(i.mode.as_str())
+    .bind(i.handled_by.as_ref().map(|s| s.id.as_str()))
+    .bind(i.handled_by.as_ref().and_then(|s| s.name.as_ref()).map(|n| n.as_str()))
+    .bind(i.summary.as_str())
+    .bind(Json(&i.tasks_handed_over))
+    .bind(Json(&i.follow_up_actions))
+    .bind(i.resolved_at_first_contact)
+    .bind(i.duration_seconds.map(|d| d as i32))
+    .bind(i.service_request_id)
+    .bind(&e.actor.id)
+    .bind(e.global_position)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE customers SET interaction_count = interaction_count + 1, \
+           resolved_first_contact = resolved_first_contact + CASE WHEN $2 THEN 1 ELSE 0 END, \
+           last_contact_channel = CASE WHEN last_contact_at IS NULL OR $3 >= last_contact_at THEN $4 ELSE last_contact_channel END, \
+           last_contact_at = GREATEST(last_contact_at, $3), \
+           last_position = GREATEST(last_position, $5) \
+         WHERE customer_id = $1",
+    )
+    .bind(i.customer_id)
+    .bind(i.resolved_at_first_contact)
+    .bind(e.occurred_at)
+    .bind(i.channel.as_str())
+    .bind(e.global_position)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO channel_counts (customer_id, channel, contacts) VALUES ($1, $2, 1) \
+         ON CONFLICT (customer_id, channel) DO UPDATE SET contacts = channel_counts.contacts + 1",
+    )
+    .bind(i.customer_id)
+    .bind(i.channel.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+// -------------------------------------------------------------------------------------------
+// Reading
+
+/// A customer as the 360 view has them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerView {
+    /// Id.
+    pub customer_id: Uuid,
+    /// The profile (registration with every later change applied).
+    pub profile: CustomerRegistered,
+    /// 行业.
+    pub industry: Option<String>,
+    /// 规模.
+    pub scale: Option<String>,
+    /// 新/老/忠诚.
+    pub tenure: Option<String>,
+    /// 重要/一般/潜在.
+    pub value_tier: Option<String>,
+    /// 潜在/优势/睡眠/逃跑.
+    pub lifecycle_segment: Option<String>,
+    /// 大客户.
+    pub key_account: bool,
+    /// 级别.
+    pub grade: Option<String>,
+    /// Account manager id.
+    pub account_manager_id: Option<String>,
+    /// Account manager name.
+    pub account_manager_name: Option<String>,
+    /// Consents by purpose: `{"SURVEYS": {"granted": true, "at": …}}`.
+    pub consents: serde_json::Value,
+    /// Business time of registration.
+    pub registered_at: DateTime<Utc>,
+    /// Business time of the last change to the file.
+    pub updated_at: DateTime<Utc>,
+    /// Customer stream version.
+    pub version: i64,
+    /// Last global position reflected.
+    pub last_position: i64,
+    /// Contacts so far.
+    pub interaction_count: i32,
+    /// Contacts resolved at first contact.
+    pub resolved_first_contact: i32,
+    /// Latest contact (business time).
+    pub last_contact_at: Option<DateTime<Utc>>,
+    /// Its channel.
+    pub last_contact_channel: Option<String>,
+}
+
+impl CustomerView {
+    /// Share of contacts resolved at first contact, `None` without contacts.
+    pub fn first_contact_resolution(&self) -> Option<f64> {
+        (self.interaction_count > 0)
+            .then(|| f64::from(self.resolved_first_contact) / f64::from(self.interaction_count))
+    }
+}
+
+const CUSTOMER_COLUMNS: &str = "customer_id, profile, industry, scale, tenure, value_tier, lifecycle_segment, key_account, \
+    grade, account_manager_id, account_manager_name, consents, registered_at, updated_at, version, last_position, \
+    interaction_count, resolved_first_contact, last_contact_at, last_contact_channel, name";
+
+fn customer_from_row(row: &PgRow) -> Result<CustomerView, sqlx::Error> {
+    let Json(profile): Json<CustomerRegistered> = row.try_get("profile")?;
+    Ok(CustomerView {
+        customer_id: row.try_get("customer_id")?,
+        profile,
+        industry: row.try_get("industry")?,
+        scale: row.try_get("scale")?,
+        tenure: row.try_get("tenure")?,
+        value_tier: row.try_get("value_tier")?,
+        lifecycle_segment: row.try_get("lifecycle_segment")?,
+        key_account: row.try_get("key_account")?,
+        grade: row.try_get("grade")?,
+        account_manager_id: row.try_get("account_manager_id")?,
+        account_manager_name: row.try_get("account_manager_name")?,
+        consents: row.try_get("consents")?,
+        registered_at: row.try_get("registered_at")?,
+        updated_at: row.try_get("updated_at")?,
+        version: row.try_get("version")?,
+        last_position: row.try_get("last_position")?,
+        interaction_count: row.try_get("interaction_count")?,
+        resolved_first_contact: row.try_get("resolved_first_contact")?,
+        last_contact_at: row.try_get("last_contact_at")?,
+        last_contact_channel: row.try_get("last_contact_channel")?,
+    })
+}
+
+/// One customer.
+pub async fn customer(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<CustomerView>, ProjectionError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE customer_id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.as_ref().map(customer_from_row).transpose()?)
+}
+
+/// Many customers by id (for batching).
+pub async fn customers_by_id(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<CustomerView>, ProjectionError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE customer_id = ANY($1)"
+    )))
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(customer_from_row)
+        .collect::<Result<_, _>>()?)
+}
+
+/// Filters for listing customers; every set field must match.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerFilter {
+    /// Part of the name, phone or e-mail (case-insensitive).
+    pub search: Option<String>,
+    /// Kind (short name).
+    pub kind: Option<String>,
+    /// Value tier.
+    pub value_tier: Option<String>,
+    /// Lifecycle segment.
+    pub lifecycle_segment: Option<String>,
+    /// Industry.
+    pub industry: Option<String>,
+    /// Key accounts only / none.
+    pub key_account: Option<bool>,
+    /// Account manager id.
+    pub account_manager_id: Option<String>,
+}
+
+/// Sort order of customer lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CustomerOrder {
+    /// By name, A→Z.
+    #[default]
+    Name,
+    /// Most recently registered first.
+    NewestFirst,
+}
+
+/// Where a page starts: after this (sort key, id).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CustomerCursor {
+    /// After this lower-cased name.
+    Name(String, Uuid),
+    /// After this registration time.
+    Registered(DateTime<Utc>, Uuid),
+}
+
+/// A page of customers plus whether more follow.
+pub async fn list_customers(
+    conn: &mut PgConnection,
+    filter: &CustomerFilter,
+    order: CustomerOrder,
+    first: i64,
+    after: Option<&CustomerCursor>,
+) -> Result<(Vec<CustomerView>, bool), ProjectionError> {
+    let mut sql = format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE true");
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    let search = filter.search.as_ref().map(|s| {
+        format!(
+            "%{}%",
+            s.to_lowercase().replace('%', "\\%").replace('_', "\\_")
+        )
+    });
+    if search.is_some() {
+        let i = next();
+        sql +=
+            &format!(" AND (lower(name) LIKE ${i} OR phone LIKE ${i} OR lower(email) LIKE ${i})");
+    }
+    let eq: [(&str, &Option<String>); 5] = [
+        ("kind", &filter.kind),
+        ("value_tier", &filter.value_tier),
+        ("lifecycle_segment", &filter.lifecycle_segment),
+        ("industry", &filter.industry),
+        ("account_manager_id", &filter.account_manager_id),
+    ];
+    let mut binds: Vec<String> = Vec::new();
+    for (column, value) in eq.iter() {
+        if let Some(v) = value {
+            sql += &format!(" AND {column} = ${}", next());
+            binds.push(v.clone());
+        }
+    }
+    if filter.key_account.is_some() {
+        sql += &format!(" AND key_account = ${}", next());
+    }
+    match (order, after) {
+        (CustomerOrder::Name, Some(CustomerCursor::Name(..))) => {
+            let (a, b) = (next(), next());
+            sql += &format!(" AND (lower(name), customer_id) > (${a}, ${b})");
+        }
+        (CustomerOrder::NewestFirst, Some(CustomerCursor::Registered(..))) => {
+            let (a, b) = (next(), next());
+            sql += &format!(" AND (registered_at, customer_id) < (${a}, ${b})");
+        }
+        _ => {}
+    }
+    sql += match order {
+        CustomerOrder::Name => " ORDER BY lower(name), customer_id",
+        CustomerOrder::NewestFirst => " ORDER BY registered_at DESC, customer_id DESC",
+    };
+    sql += &format!(" LIMIT ${}", next());
+
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    if let Some(s) = &search {
+        q = q.bind(s.clone());
+    }
+    for b in binds {
+        q = q.bind(b);
+    }
+    if let Some(k) = filter.key_account {
+        q = q.bind(k);
+    }
+    match (order, after) {
+        (CustomerOrder::Name, Some(CustomerCursor::Name(name, id))) => {
+            q = q.bind(name.clone()).bind(*id)
+        }
+        (CustomerOrder::NewestFirst, Some(CustomerCursor::Registered(at, id))) => {
+            q = q.bind(*at).bind(*id)
+        }
+        _ => {}
+    }
+    q = q.bind(first + 1);
+    let rows = q.fetch_all(conn).await?;
+    let mut out: Vec<CustomerView> = rows
+        .iter()
+        .map(customer_from_row)
+        .collect::<Result<_, _>>()?;
+    let more = out.len() as i64 > first;
+    out.truncate(first as usize);
+    Ok((out, more))
+}
+
+/// An interaction as the timeline shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InteractionView {
+    /// Id.
+    pub interaction_id: Uuid,
+    /// Customer.
+    pub customer_id: Uuid,
+    /// Business time.
+    pub occurred_at: DateTime<Utc>,
+    /// System time.
+    pub recorded_at: DateTime<Utc>,
+    /// Channel (short name).
+    pub channel: String,
+    /// Direction.
+    pub direction: String,
+    /// Initiator.
+    pub initiator: String,
+    /// Staff or self-service.
+    pub mode: String,
+    /// Who handled it.
+    pub handled_by_id: Option<String>,
+    /// Their name.
+    pub handled_by_name: Option<String>,
+    /// Summary.
+    pub summary: String,
+    /// Tasks handed over.
+    pub tasks_handed_over: Vec<String>,
+    /// Follow-up actions.
+    pub follow_up_actions: Vec<kefu_domain::interaction::FollowUpAction>,
+    /// First-contact resolution.
+    pub resolved_at_first_contact: bool,
+    /// Length.
+    pub duration_seconds: Option<i32>,
+    /// Related request.
+    pub service_request_id: Option<Uuid>,
+    /// Who recorded it.
+    pub recorded_by: String,
+}
+
+const INTERACTION_COLUMNS: &str = "interaction_id, customer_id, occurred_at, recorded_at, channel, direction, initiator, mode, \
+    handled_by_id, handled_by_name, summary, tasks_handed_over, follow_up_actions, resolved_at_first_contact, \
+    duration_seconds, service_request_id, recorded_by";
+
+fn interaction_from_row(row: &PgRow) -> Result<InteractionView, sqlx::Error> {
+    let Json(tasks): Json<Vec<String>> = row.try_get("tasks_handed_over")?;
+    let Json(follow_ups): Json<Vec<kefu_domain::interaction::FollowUpAction>> =
+        row.try_get("follow_up_actions")?;
+    Ok(InteractionView {
+        interaction_id: row.try_get("interaction_id")?,
+        customer_id: row.try_get("customer_id")?,
+        occurred_at: row.try_get("occurred_at")?,
+        recorded_at: row.try_get("recorded_at")?,
+        channel: row.try_get("channel")?,
+        direction: row.try_get("direction")?,
+        initiator: row.try_get("initiator")?,
+        mode: row.try_get("mode")?,
+        handled_by_id: row.try_get("handled_by_id")?,
+        handled_by_name: row.try_get("handled_by_name")?,
+        summary: row.try_get("summary")?,
+        tasks_handed_over: tasks,
+        follow_up_actions: follow_ups,
+        resolved_at_first_contact: row.try_get("resolved_at_first_contact")?,
+        duration_seconds: row.try_get("duration_seconds")?,
+        service_request_id: row.try_get("service_request_id")?,
+        recorded_by: row.try_get("recorded_by")?,
+    })
+}
+
+/// One interaction.
+pub async fn interaction(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<InteractionView>, ProjectionError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE interaction_id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.as_ref().map(interaction_from_row).transpose()?)
+}
+
+/// A customer's timeline, newest first: a page after `(occurred_at, id)` plus whether more
+/// follow.
+pub async fn timeline(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    first: i64,
+    after: Option<(DateTime<Utc>, Uuid)>,
+) -> Result<(Vec<InteractionView>, bool), ProjectionError> {
+    let rows = match after {
+        Some((at, id)) => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE customer_id = $1 \
+                 AND (occurred_at, interaction_id) < ($2, $3) ORDER BY occurred_at DESC, interaction_id DESC LIMIT $4"
+            )))
+            .bind(customer_id)
+            .bind(at)
+            .bind(id)
+            .bind(first + 1)
+            .fetch_all(conn)
+            .await?
+        }
+        None => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE customer_id = $1 \
+                 ORDER BY occurred_at DESC, interaction_id DESC LIMIT $2"
+            )))
+            .bind(customer_id)
+            .bind(first + 1)
+            .fetch_all(conn)
+            .await?
+        }
+    };
+    let mut out: Vec<InteractionView> = rows
+        .iter()
+        .map(interaction_from_row)
+        .collect::<Result<_, _>>()?;
+    let more = out.len() as i64 > first;
+    out.truncate(first as usize);
+    Ok((out, more))
+}
+
+/// Contacts per channel, most used first.
+pub async fn channel_counts(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+) -> Result<Vec<(String, i32)>, ProjectionError> {
+    let rows = sqlx::query("SELECT channel, contacts FROM channel_counts WHERE customer_id = $1 ORDER BY contacts DESC, channel")
+        .bind(customer_id)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("channel")?, r.try_get("contacts")?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}

@@ -131,7 +131,12 @@ struct QuietEof;
 
 impl rdkafka::ClientContext for QuietEof {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+        use rdkafka::{error::KafkaError, types::RDKafkaErrorCode};
+        let end_of_partition = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !end_of_partition {
             tracing::error!(%error, reason, "librdkafka error");
         }
     }

@@ -1,1 +1,490 @@
-//! placeholder
+//! # kefu (the command line)
+//!
+//! One binary, one subcommand per process role, each able to run alone so roles scale
+//! independently (gateways behind a load balancer, projectors as a consumer group, one
+//! active relay with standbys):
+//!
+//! | command | does |
+//! |---|---|
+//! | `kefu run` | everything in one process: migrations, relay, projectors, gateway |
+//! | `kefu serve` | the GraphQL gateway |
+//! | `kefu relay` | the event store → Kafka relay |
+//! | `kefu project` | the projectors |
+//! | `kefu migrate` | apply database migrations and exit |
+//! | `kefu projections status\|rebuild\|prune` | inspect and rebuild read models |
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kefu_bus::relay::{Relay, RelayOptions};
+use kefu_gateway::{Gateway, GatewayConfig};
+use kefu_projections::runner::{ProjectionRunner, RunnerOptions};
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+pub mod settings;
+
+use settings::{DatabaseArgs, HttpArgs, KafkaArgs, RelayArgs};
+
+/// kefu — an event-sourced customer-service backend.
+#[derive(Parser, Debug)]
+#[command(name = "kefu", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, env = "KEFU_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Everything in one process: migrations, relay, projectors and the gateway.
+    Run {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        relay: RelayArgs,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// The GraphQL gateway.
+    Serve {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// The relay from the event store to Kafka (one active per topic; extra ones stand by).
+    Relay {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        relay: RelayArgs,
+        /// Publish what is pending and exit.
+        #[arg(long)]
+        once: bool,
+        /// Forget what the broker was sent and publish the whole history again (after the
+        /// broker lost its log).
+        #[arg(long)]
+        republish: bool,
+    },
+    /// The projectors (all read models, or the named ones).
+    Project {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Only these projections.
+        #[arg(long = "projection")]
+        only: Vec<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Inspect and rebuild read models.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+/// `kefu projections …`
+#[derive(Subcommand, Debug)]
+pub enum ProjectionsCommand {
+    /// Every read model: generation, position, lag, dead-lettered streams.
+    Status {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Build a new generation from the start of the Kafka log while the current one keeps
+    /// serving, then switch queries to it.
+    Rebuild {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// The projection, e.g. customer360.
+        name: String,
+    },
+    /// Drop the tables of retired generations.
+    Prune {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// The projection.
+        name: String,
+        /// Retired generations to keep.
+        #[arg(long, default_value_t = 1)]
+        keep: usize,
+    },
+}
+
+/// Sets up logging.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,librdkafka=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// Connects and migrates, waiting for the database if it is not up yet.
+async fn database(db: &DatabaseArgs) -> anyhow::Result<PgPool> {
+    let pool = kefu_store::connect(
+        &db.database_url.0,
+        db.db_max_connections,
+        Duration::from_millis(db.db_acquire_timeout_ms),
+    )?;
+    let mut delay = Duration::from_millis(250);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match migrate(&pool).await {
+            Ok(()) => return Ok(pool),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(database = %db.redacted_url(), error = %e, "database not ready; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot migrate {}", db.redacted_url()));
+            }
+        }
+    }
+}
+
+async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    kefu_store::migrate::run(pool).await?;
+    kefu_projections::migrate(pool).await?;
+    Ok(())
+}
+
+/// A shutdown signal many tasks can wait on.
+#[derive(Clone)]
+struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+fn relay_options(relay: &RelayArgs) -> RelayOptions {
+    RelayOptions {
+        batch_size: relay.relay_batch.max(1),
+        on_lost_log: relay.on_lost_log.into(),
+        ..RelayOptions::default()
+    }
+}
+
+fn projections(only: &[String]) -> anyhow::Result<Vec<Arc<dyn kefu_projections::Projection>>> {
+    if only.is_empty() {
+        return Ok(kefu_projections::all());
+    }
+    only.iter()
+        .map(|name| {
+            kefu_projections::by_name(name).ok_or_else(|| {
+                let known: Vec<_> = kefu_projections::all().iter().map(|p| p.name()).collect();
+                anyhow::anyhow!("no projection `{name}`; known: {}", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+/// Runs a command.
+pub async fn execute(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Migrate { db } => {
+            database(&db).await?;
+            tracing::info!(database = %db.redacted_url(), "migrations applied");
+            Ok(())
+        }
+        Command::Serve { db, kafka, http } => {
+            let pool = database(&db).await?;
+            let gateway = Gateway::bind(gateway_config(&http, &kafka)?, pool).await?;
+            announce(&gateway)?;
+            gateway.serve(shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Relay {
+            db,
+            kafka,
+            relay,
+            once,
+            republish,
+        } => {
+            let pool = database(&db).await?;
+            let bus = kafka.bus()?;
+            if republish {
+                kefu_store::relay_state::reset(&pool, &bus.topic).await?;
+                tracing::warn!(topic = %bus.topic, "relay state reset: the whole history will be published again");
+            }
+            let relay = Relay::new(
+                kefu_store::PgEventStore::new(pool),
+                bus,
+                relay_options(&relay),
+            )?;
+            if once {
+                let n = relay.publish_pending().await?;
+                tracing::info!(published = n, "relay: pending events published");
+                return Ok(());
+            }
+            relay.run(shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Project { db, kafka, only } => {
+            let pool = database(&db).await?;
+            let bus = kafka.bus()?;
+            let (tx, rx) = watch::channel(false);
+            let stop = Stop(rx);
+            let mut tasks = Vec::new();
+            for p in projections(&only)? {
+                let runner =
+                    ProjectionRunner::new(pool.clone(), bus.clone(), p, RunnerOptions::default());
+                tasks.push(tokio::spawn(runner.run(stop.wait())));
+            }
+            shutdown_signal().await;
+            let _ = tx.send(true);
+            for t in tasks {
+                t.await??;
+            }
+            Ok(())
+        }
+        Command::Run {
+            db,
+            kafka,
+            relay,
+            http,
+        } => run_all(db, kafka, relay, http).await,
+        Command::Projections { command } => projections_command(command).await,
+    }
+}
+
+fn gateway_config(http: &HttpArgs, kafka: &KafkaArgs) -> anyhow::Result<GatewayConfig> {
+    Ok(GatewayConfig {
+        listen: http.listen,
+        auth: http.auth()?,
+        max_wait: http.max_wait(),
+        topic: kafka.topic.clone(),
+    })
+}
+
+fn announce(gateway: &Gateway) -> anyhow::Result<()> {
+    let addr = gateway.local_addr()?;
+    tracing::info!(%addr, "gateway listening");
+    // The one line a person starting kefu looks for.
+    eprintln!("kefu is ready: GraphQL at http://{addr}/graphql");
+    Ok(())
+}
+
+async fn run_all(
+    db: DatabaseArgs,
+    kafka: KafkaArgs,
+    relay: RelayArgs,
+    http: HttpArgs,
+) -> anyhow::Result<()> {
+    let pool = database(&db).await?;
+    let bus = kafka.bus()?;
+    let (tx, rx) = watch::channel(false);
+    let stop = Stop(rx);
+
+    let relay = Relay::new(
+        kefu_store::PgEventStore::new(pool.clone()),
+        bus.clone(),
+        relay_options(&relay),
+    )?;
+    let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
+    {
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            relay.run(stop.wait()).await.map_err(Into::into)
+        }));
+    }
+    for p in kefu_projections::all() {
+        let runner = ProjectionRunner::new(pool.clone(), bus.clone(), p, RunnerOptions::default());
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            runner.run(stop.wait()).await.map_err(Into::into)
+        }));
+    }
+    let gateway = Gateway::bind(gateway_config(&http, &kafka)?, pool).await?;
+    announce(&gateway)?;
+    {
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            gateway.serve(stop.wait()).await.map_err(Into::into)
+        }));
+    }
+
+    // Stop everything on a signal, or when any part ends by itself (an error).
+    let mut tasks = futures::future::select_all(tasks);
+    let early = tokio::select! {
+        _ = shutdown_signal() => None,
+        (result, _, rest) = &mut tasks => Some((result, rest)),
+    };
+    let _ = tx.send(true);
+    let (first, rest) = match early {
+        Some((result, rest)) => (Some(result), rest),
+        None => (None, tasks.into_inner()),
+    };
+    let mut outcome = Ok(());
+    if let Some(r) = first {
+        outcome = r
+            .context("a kefu component stopped")?
+            .context("a kefu component failed");
+    }
+    for t in rest {
+        match tokio::time::timeout(Duration::from_secs(15), t).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "component failed while stopping"),
+            Ok(Err(e)) => tracing::error!(error = %e, "component panicked"),
+            Err(_) => tracing::warn!("a component did not stop within 15 s"),
+            Ok(Ok(Ok(()))) => {}
+        }
+    }
+    outcome
+}
+
+#[allow(clippy::print_stdout)] // these commands report on stdout
+async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> {
+    match command {
+        ProjectionsCommand::Status { db } => {
+            let pool = database(&db).await?;
+            let status = kefu_projections::progress::status(&pool).await?;
+            let head: i64 = sqlx::query_scalar("SELECT position FROM event_store.log_head")
+                .fetch_one(&pool)
+                .await?;
+            println!("event store head: {head}");
+            println!(
+                "{:<16} {:>4} {:<9} {:>14} {:>10} {:>10} {:>6}",
+                "PROJECTION", "GEN", "STATUS", "APPLIED", "LAG", "LAG(s)", "DEAD"
+            );
+            for s in &status {
+                println!(
+                    "{:<16} {:>4} {:<9} {:>14} {:>10} {:>10.1} {:>6}",
+                    s.generation.name,
+                    s.generation.generation,
+                    s.generation.status.to_string(),
+                    s.progress.applied_through,
+                    s.progress.lag_events,
+                    s.progress.lag_seconds,
+                    s.dead_letters.len()
+                );
+                for d in &s.dead_letters {
+                    println!(
+                        "    parked {} stream {} at position {} ({}): {} [{} later events skipped]",
+                        d.stream_type,
+                        d.stream_id,
+                        d.global_position,
+                        d.event_type,
+                        d.reason,
+                        d.skipped_events
+                    );
+                }
+            }
+            if status.is_empty() {
+                println!("(no projections built yet: start `kefu project` or `kefu run`)");
+            }
+            Ok(())
+        }
+        ProjectionsCommand::Rebuild { db, kafka, name } => {
+            let pool = database(&db).await?;
+            let bus = kafka.bus()?;
+            let projection = kefu_projections::by_name(&name).ok_or_else(|| {
+                let known: Vec<_> = kefu_projections::all().iter().map(|p| p.name()).collect();
+                anyhow::anyhow!("no projection `{name}`; known: {}", known.join(", "))
+            })?;
+            let mut last_report = std::time::Instant::now();
+            let report = kefu_projections::runner::rebuild(
+                &pool,
+                &bus,
+                projection,
+                &RunnerOptions::default(),
+                |p| {
+                    if last_report.elapsed() >= Duration::from_secs(1) {
+                        last_report = std::time::Instant::now();
+                        tracing::info!(
+                            consumed = p.records_consumed,
+                            published = p.records_published,
+                            lag = p.lag_events,
+                            "rebuilding"
+                        );
+                    }
+                },
+            )
+            .await?;
+            println!(
+                "{name}: generation {} built from {} records in {:.1}s and now serves queries{}",
+                report.generation.generation,
+                report.records,
+                report.elapsed.as_secs_f64(),
+                report
+                    .replaced
+                    .map(|g| format!(
+                        " (generation {g} retired; drop it with `kefu projections prune {name}`)"
+                    ))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        ProjectionsCommand::Prune { db, name, keep } => {
+            let pool = database(&db).await?;
+            let dropped = kefu_projections::registry::drop_retired(&pool, &name, keep).await?;
+            if dropped.is_empty() {
+                println!("nothing to drop");
+            }
+            for schema in dropped {
+                println!("dropped {schema}");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,1 +1,17 @@
-fn main() {}
+//! The `kefu` binary: parses the command line and hands over to the library.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = kefu_cli::Cli::parse();
+    kefu_cli::init_logging(cli.log_format);
+    match kefu_cli::execute(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "kefu stopped");
+            eprintln!("kefu: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -38,6 +38,25 @@ pub struct GenerationProgress {
     pub last_recorded_at: Option<DateTime<Utc>>,
 }
 
+/// The position through which a generation has applied every event (see the module docs).
+pub async fn applied_through(pool: &PgPool, g: &Generation) -> Result<i64, ProjectionError> {
+    let through: i64 = sqlx::query_scalar(
+        "WITH r AS (SELECT partition, next_offset FROM event_store.relay_partitions WHERE topic = $3), \
+              c AS (SELECT partition, next_offset, last_position FROM projections.checkpoints \
+                    WHERE name = $1 AND generation = $2 AND topic = $3), \
+              cur AS (SELECT coalesce((SELECT position FROM event_store.relay_cursor WHERE topic = $3), 0) AS position) \
+         SELECT coalesce((SELECT min(CASE WHEN coalesce(c.next_offset, 0) >= r.next_offset THEN cur.position \
+                                         ELSE coalesce(c.last_position, 0) END) \
+                          FROM r LEFT JOIN c USING (partition), cur), (SELECT position FROM cur))",
+    )
+    .bind(&g.name)
+    .bind(g.generation)
+    .bind(&g.topic)
+    .fetch_one(pool)
+    .await?;
+    Ok(through)
+}
+
 /// Measures a generation.
 pub async fn of(pool: &PgPool, g: &Generation) -> Result<GenerationProgress, ProjectionError> {
     let row = sqlx::query(

@@ -156,6 +156,153 @@ where
     }
 }
 
+/// The `kefu` binary of this workspace: `KEFU_BIN` when set, else built once with cargo.
+pub fn kefu_binary() -> Result<PathBuf> {
+    use std::sync::OnceLock;
+    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("KEFU_BIN") {
+            return Ok(PathBuf::from(bin));
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "kefu-cli", "--bin", "kefu"])
+            .current_dir(repo_root())
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err("building the kefu binary failed".into());
+        }
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| repo_root().join("target"));
+        Ok(target.join("debug").join("kefu"))
+    })
+    .clone()
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// A running `kefu` process, killed when dropped.
+pub struct KefuProcess {
+    child: std::process::Child,
+    /// `http://host:port` of its gateway, when it runs one.
+    pub base_url: Option<String>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl KefuProcess {
+    /// Starts `kefu <args>` with `env` and waits until it says it is ready (for commands that
+    /// run a gateway) or has started.
+    pub fn start(args: &[&str], env: &[(&str, String)], wait_for_gateway: bool) -> Result<Self> {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(kefu_binary()?);
+        command
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("KEFU_TEST_CHILD_LOG")
+                    .unwrap_or_else(|_| "info,sqlx=warn,librdkafka=warn".into()),
+            )
+            .env("KEFU_LOG_FORMAT", "text")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().context("cannot start kefu")?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(|l| l.ok())
+                {
+                    if let Some(url) = line.strip_prefix("kefu is ready: GraphQL at ") {
+                        let _ = tx.send(url.trim_end_matches("/graphql").to_string());
+                    }
+                    if let Ok(mut l) = log.lock() {
+                        l.push(line);
+                    }
+                }
+            });
+        }
+        let mut process = KefuProcess {
+            child,
+            base_url: None,
+            log,
+        };
+        if wait_for_gateway {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(url) => process.base_url = Some(url),
+                Err(_) => bail!(
+                    "kefu did not become ready; its log:\n{}",
+                    process.log_tail(80)
+                ),
+            }
+        }
+        Ok(process)
+    }
+
+    /// The last lines it logged.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+        log[log.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Whether the log contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log
+            .lock()
+            .map(|l| l.iter().any(|line| line.contains(needle)))
+            .unwrap_or(false)
+    }
+
+    /// Kills it at once (SIGKILL): no clean shutdown.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks it to stop (SIGTERM) and waits.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                self.kill();
+                bail!("kefu did not stop within 30 s after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The GraphQL endpoint.
+    pub fn graphql_url(&self) -> Result<String> {
+        self.base_url
+            .as_ref()
+            .map(|b| format!("{b}/graphql"))
+            .ok_or_else(|| anyhow::anyhow!("this kefu process runs no gateway"))
+    }
+}
+
+impl Drop for KefuProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- kefu log (last lines) ---\n{}", self.log_tail(60));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::replace_database;

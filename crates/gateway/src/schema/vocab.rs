@@ -1,0 +1,198 @@
+//! GraphQL enums mirroring the domain's vocabularies (the `remote` derive keeps them in step:
+//! a value missing on either side does not compile).
+
+use async_graphql::Enum;
+use kefu_domain::vocab;
+
+/// Who the customer is (内部客户: departments are customers of each other).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::CustomerKind")]
+pub enum CustomerKind {
+    /// A private person.
+    Person,
+    /// A company, public body or other organisation.
+    Organization,
+    /// An internal department served by other departments.
+    InternalDepartment,
+}
+
+/// Gender as the customer states it.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::Gender")]
+pub enum Gender {
+    /// Female.
+    Female,
+    /// Male.
+    Male,
+    /// Another gender.
+    Other,
+    /// Not disclosed.
+    Undisclosed,
+}
+
+/// Contact channel (联系渠道).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::Channel")]
+pub enum Channel {
+    /// 面对面
+    FaceToFace,
+    /// 电话
+    Phone,
+    /// 短信
+    Sms,
+    /// 邮件
+    Email,
+    /// Web form or self-service portal (网络).
+    Web,
+    /// Live chat (在线).
+    WebChat,
+    /// 微信
+    Wechat,
+    /// 社交媒体
+    SocialMedia,
+    /// 传真
+    Fax,
+    /// Letter.
+    PostalMail,
+    /// 走访: a visit by our staff.
+    FieldVisit,
+    /// 座谈会: a customer meeting.
+    CustomerMeeting,
+    /// Referred by a third party (a regulator, a partner).
+    Referral,
+}
+
+/// Inbound or outbound (入站/出站).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::Direction")]
+pub enum Direction {
+    /// The customer reached us.
+    Inbound,
+    /// We reached the customer.
+    Outbound,
+}
+
+/// Who started the contact (客户发起/企业发起).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::Initiator")]
+pub enum Initiator {
+    /// The customer.
+    Customer,
+    /// The company.
+    Company,
+}
+
+/// Handled by a person or by self-service (人员/非人员).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::ServiceMode")]
+pub enum ServiceMode {
+    /// A member of staff.
+    Staff,
+    /// Self-service (IVR, portal, bot).
+    SelfService,
+}
+
+/// Industry (行业).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::Industry")]
+pub enum Industry {
+    /// 制造业
+    Manufacturing,
+    /// 服务业
+    Services,
+    /// 政府部门
+    Government,
+    /// Finance.
+    Finance,
+    /// Retail.
+    Retail,
+    /// Telecommunications.
+    Telecommunications,
+    /// Energy.
+    Energy,
+    /// Healthcare.
+    Healthcare,
+    /// Education.
+    Education,
+    /// Logistics.
+    Logistics,
+    /// Anything else.
+    Other,
+}
+
+/// Scale (规模).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::Scale")]
+pub enum Scale {
+    /// 大型
+    Large,
+    /// 中型
+    Medium,
+    /// 小型
+    Small,
+    /// 个体工商户
+    SoleProprietor,
+}
+
+/// Tenure (新客户/老客户/忠诚客户).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::Tenure")]
+pub enum Tenure {
+    /// 新客户
+    New,
+    /// 老客户
+    Established,
+    /// 忠诚客户
+    Loyal,
+}
+
+/// Value tier (重要客户/一般客户/潜在客户); service is differentiated by tier.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::ValueTier")]
+pub enum ValueTier {
+    /// 重要客户
+    Important,
+    /// 一般客户
+    Ordinary,
+    /// 潜在客户
+    Potential,
+}
+
+/// Lifecycle segment (潜在/优势/睡眠/逃跑).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::LifecycleSegment")]
+pub enum LifecycleSegment {
+    /// 潜在
+    Potential,
+    /// 优势
+    Advantaged,
+    /// 睡眠
+    Dormant,
+    /// 逃跑
+    Fleeing,
+}
+
+/// What personal data may be used for (保密).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::ConsentPurpose")]
+pub enum ConsentPurpose {
+    /// Handling the customer's own requests.
+    Service,
+    /// Satisfaction surveys and return visits.
+    Surveys,
+    /// Offers and campaigns.
+    Marketing,
+    /// Aggregate analysis.
+    Analytics,
+    /// Passing data to a third party.
+    ThirdPartySharing,
+}
+
+/// Parses a stored short name (`PHONE`) into a GraphQL enum value.
+pub fn from_short<R, G>(s: &str) -> Option<G>
+where
+    R: std::str::FromStr,
+    G: From<R>,
+{
+    s.parse::<R>().ok().map(G::from)
+}

@@ -172,7 +172,15 @@ stop_broker() {
   local profile="$1"
   local pidfile="$KEFU_HOME/$profile/broker.pid"
   if [ -f "$pidfile" ]; then
-    kill "$(cat "$pidfile")" 2>/dev/null || true
+    local pid; pid="$(cat "$pidfile")"
+    kill "$pid" 2>/dev/null || true
+    # Memory storage has nothing to flush: do not wait long for a clean exit.
+    local i
+    for i in $(seq 1 20); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
     rm -f "$pidfile"
   fi
 }
@@ -187,4 +195,23 @@ ensure_build_tools() {
   [ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
   command -v pkg-config >/dev/null || missing+=(pkg-config)
   if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
+# --- Python (for the outside-Rust consumer test) ---------------------------------------------
+
+# ensure_python_venv: .kefu/venv with deploy/python-requirements.txt installed.
+ensure_python_venv() {
+  local venv="$KEFU_HOME/venv"
+  local req="$KEFU_ROOT/deploy/python-requirements.txt"
+  local stamp="$venv/.requirements"
+  if [ -x "$venv/bin/python" ] && cmp -s "$req" "$stamp"; then return; fi
+  command -v python3 >/dev/null || apt_install python3
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    apt_install python3-venv
+  fi
+  log "creating the Python environment for the consumer test ($venv)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  cp "$req" "$stamp"
 }

@@ -22,6 +22,7 @@ if [ "$mode" = stop ]; then stop_all; exit 0; fi
 ensure_build_tools
 ensure_postgres_installed
 ensure_broker_installed
+ensure_python_venv
 
 # A clean slate every time: a fresh cluster and an empty broker.
 stop_all
@@ -31,9 +32,11 @@ start_broker test "$BROKER_PORT"
 
 export KEFU_TEST_DATABASE_URL="postgres://kefu@127.0.0.1:$PG_PORT/postgres"
 export KEFU_TEST_BROKERS="127.0.0.1:$BROKER_PORT"
+export KEFU_TEST_PYTHON="$KEFU_HOME/venv/bin/python"
 cat >"$KEFU_HOME/test/env" <<ENV
 KEFU_TEST_DATABASE_URL=$KEFU_TEST_DATABASE_URL
 KEFU_TEST_BROKERS=$KEFU_TEST_BROKERS
+KEFU_TEST_PYTHON=$KEFU_TEST_PYTHON
 ENV
 
 if [ "$mode" = services ]; then
@@ -55,6 +58,10 @@ log "the domain crate does no I/O"
 impure="$(cargo tree -p kefu-domain -e normal --prefix none --locked | awk '{print $1}' \
   | grep -E '^(sqlx.*|rdkafka.*|tokio.*|mio|hyper.*|reqwest|axum.*|async-graphql.*)$' | sort -u || true)"
 if [ -n "$impure" ]; then die "kefu-domain depends on I/O crates: $impure"; fi
+
+log "building kefu for the black-box tests"
+cargo build --locked -p kefu-cli --bin kefu
+export KEFU_BIN="${CARGO_TARGET_DIR:-$KEFU_ROOT/target}/debug/kefu"
 
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then

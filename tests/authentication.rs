@@ -15,12 +15,7 @@ fn token(sub: &str, name: &str, roles: &[&str]) -> String {
         "sub": sub, "name": name, "roles": roles,
         "exp": chrono::Utc::now().timestamp() + 600, "iss": "https://idp.example.test"
     });
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
 }
 
 #[tokio::test]
@@ -43,39 +38,24 @@ async fn the_token_decides_who_acts_and_what_they_may_do() -> anyhow::Result<()>
 
     stack.token = Some(token("agent.chen", "陈静", &["agent"]));
     let me = stack.ok("{ me { id name roles } }", json!({})).await?;
-    assert_eq!(
-        me["me"],
-        json!({"id": "agent.chen", "name": "陈静", "roles": ["agent"]})
-    );
-    let registered = stack
-        .ok(
-            REGISTER,
-            json!({"input": {"kind": "PERSON", "name": "李雷"}}),
-        )
+    assert_eq!(me["me"], json!({"id": "agent.chen", "name": "陈静", "roles": ["agent"]}));
+    let registered = stack.ok(REGISTER, json!({"input": {"kind": "PERSON", "name": "李雷"}})).await?;
+    let id: uuid::Uuid = registered["registerCustomer"]["customerId"].as_str().unwrap().parse()?;
+    let actor: serde_json::Value = sqlx::query_scalar("SELECT actor FROM event_store.events WHERE stream_id = $1")
+        .bind(id)
+        .fetch_one(&stack.db.pool)
         .await?;
-    let id: uuid::Uuid = registered["registerCustomer"]["customerId"]
-        .as_str()
-        .unwrap()
-        .parse()?;
-    let actor: serde_json::Value =
-        sqlx::query_scalar("SELECT actor FROM event_store.events WHERE stream_id = $1")
-            .bind(id)
-            .fetch_one(&stack.db.pool)
-            .await?;
-    assert_eq!(
-        actor,
-        json!({"id": "agent.chen", "name": "陈静", "kind": "ACTOR_KIND_USER", "roles": ["agent"]})
-    );
+    assert_eq!(actor, json!({"id": "agent.chen", "name": "陈静", "kind": "ACTOR_KIND_USER", "roles": ["agent"]}));
 
     // An analyst reads but does not change data.
     stack.token = Some(token("ana.lyst", "分析员", &["analyst"]));
-    let refused = stack
-        .error(REGISTER, json!({"input": {"kind": "PERSON", "name": "X"}}))
-        .await?;
+    let refused = stack.error(REGISTER, json!({"input": {"kind": "PERSON", "name": "X"}})).await?;
     assert_eq!(refused["extensions"]["code"], "FORBIDDEN");
     let read = stack
-        .ok(r#"query($id: ID!, $pos: GlobalPosition) { customer(id: $id, minPosition: $pos) { name } }"#,
-            json!({"id": id, "pos": registered["registerCustomer"]["globalPosition"]}))
+        .ok(
+            r#"query($id: ID!, $pos: GlobalPosition) { customer(id: $id, minPosition: $pos) { name } }"#,
+            json!({"id": id, "pos": registered["registerCustomer"]["globalPosition"]}),
+        )
         .await?;
     assert_eq!(read["customer"]["name"], "李雷");
     Ok(())

@@ -43,14 +43,7 @@ async fn bad_input_is_refused_with_code_and_field_and_records_nothing() -> anyho
         "input.contacts.phone",
     )
     .await?;
-    expect(
-        &stack,
-        REGISTER,
-        json!({"kind": "PERSON", "name": "   "}),
-        "VALIDATION",
-        "input.name",
-    )
-    .await?;
+    expect(&stack, REGISTER, json!({"kind": "PERSON", "name": "   "}), "VALIDATION", "input.name").await?;
     expect(
         &stack,
         REGISTER,
@@ -67,7 +60,14 @@ async fn bad_input_is_refused_with_code_and_field_and_records_nothing() -> anyho
         "input.birthDate",
     )
     .await?;
-    expect(&stack, REGISTER, json!({"kind": "PERSON", "name": "X", "contacts": {"address": {"city": "Paris", "country": "France"}}}), "VALIDATION", "input.contacts.address.country").await?;
+    expect(
+        &stack,
+        REGISTER,
+        json!({"kind": "PERSON", "name": "X", "contacts": {"address": {"city": "Paris", "country": "France"}}}),
+        "VALIDATION",
+        "input.contacts.address.country",
+    )
+    .await?;
 
     // Every bad field is reported at once.
     let e = expect(
@@ -78,33 +78,15 @@ async fn bad_input_is_refused_with_code_and_field_and_records_nothing() -> anyho
         "input.name",
     )
     .await?;
-    let fields: Vec<&str> = e["extensions"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["field"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        fields,
-        ["input.name", "input.contacts.phone", "input.contacts.email"]
-    );
+    let fields: Vec<&str> =
+        e["extensions"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["input.name", "input.contacts.phone", "input.contacts.email"]);
 
     // An unknown enum value is caught by the schema and still gets a code and the field.
-    let error = stack
-        .error(REGISTER, json!({"input": {"kind": "ALIEN", "name": "X"}}))
-        .await?;
+    let error = stack.error(REGISTER, json!({"input": {"kind": "ALIEN", "name": "X"}})).await?;
     assert_eq!(error["extensions"]["code"], "VALIDATION", "{error:#}");
-    assert!(
-        error["message"].as_str().unwrap().contains("ALIEN"),
-        "{error:#}"
-    );
-    assert!(
-        error["extensions"]["field"]
-            .as_str()
-            .unwrap()
-            .starts_with("input"),
-        "{error:#}"
-    );
+    assert!(error["message"].as_str().unwrap().contains("ALIEN"), "{error:#}");
+    assert!(error["extensions"]["field"].as_str().unwrap().starts_with("input"), "{error:#}");
 
     // Unknown and malformed ids.
     let unknown = uuid::Uuid::now_v7();
@@ -116,45 +98,25 @@ async fn bad_input_is_refused_with_code_and_field_and_records_nothing() -> anyho
         "input.customerId",
     )
     .await?;
-    assert!(
-        e["message"]
-            .as_str()
-            .unwrap()
-            .contains(&unknown.to_string())
-    );
-    expect(&stack, LOG_INTERACTION, json!({"customerId": "not-an-id", "channel": "PHONE", "direction": "INBOUND", "summary": "x"}), "VALIDATION", "input.customerId").await?;
+    assert!(e["message"].as_str().unwrap().contains(&unknown.to_string()));
+    expect(
+        &stack,
+        LOG_INTERACTION,
+        json!({"customerId": "not-an-id", "channel": "PHONE", "direction": "INBOUND", "summary": "x"}),
+        "VALIDATION",
+        "input.customerId",
+    )
+    .await?;
     expect(&stack, LOG_INTERACTION, json!({"customerId": format!("Interaction:{unknown}"), "channel": "PHONE", "direction": "INBOUND", "summary": "x"}), "VALIDATION", "input.customerId").await?;
-    let missing = stack
-        .ok(
-            r#"query($id: ID!) { customer(id: $id) { name } }"#,
-            json!({"id": unknown}),
-        )
-        .await?;
-    assert_eq!(
-        missing["customer"],
-        serde_json::Value::Null,
-        "an unknown customer is null, not an error"
-    );
-    let bad_query = stack
-        .error(
-            r#"query { customer(id: "Customer:xyz") { name } }"#,
-            json!({}),
-        )
-        .await?;
+    let missing = stack.ok(r#"query($id: ID!) { customer(id: $id) { name } }"#, json!({"id": unknown})).await?;
+    assert_eq!(missing["customer"], serde_json::Value::Null, "an unknown customer is null, not an error");
+    let bad_query = stack.error(r#"query { customer(id: "Customer:xyz") { name } }"#, json!({})).await?;
     assert_eq!(bad_query["extensions"]["code"], "VALIDATION");
     assert_eq!(bad_query["extensions"]["field"], "id");
 
     // Domain rules.
-    let registered = stack
-        .ok(
-            REGISTER,
-            json!({"input": {"kind": "PERSON", "name": "韩梅梅"}}),
-        )
-        .await?;
-    let id = registered["registerCustomer"]["customerId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let registered = stack.ok(REGISTER, json!({"input": {"kind": "PERSON", "name": "韩梅梅"}})).await?;
+    let id = registered["registerCustomer"]["customerId"].as_str().unwrap().to_string();
     let head = stack.head().await?;
     expect(
         &stack,
@@ -174,19 +136,10 @@ async fn bad_input_is_refused_with_code_and_field_and_records_nothing() -> anyho
         "input.occurredAt",
     )
     .await?;
-    let exists = stack
-        .error(
-            REGISTER,
-            json!({"input": {"kind": "PERSON", "name": "Z", "customerId": id}}),
-        )
-        .await?;
+    let exists = stack.error(REGISTER, json!({"input": {"kind": "PERSON", "name": "Z", "customerId": id}})).await?;
     assert_eq!(exists["extensions"]["code"], "ALREADY_EXISTS", "{exists:#}");
     assert_eq!(exists["extensions"]["id"], id.as_str());
 
-    assert_eq!(
-        stack.head().await?,
-        head,
-        "refused commands recorded nothing"
-    );
+    assert_eq!(stack.head().await?, head, "refused commands recorded nothing");
     Ok(())
 }

@@ -27,8 +27,7 @@ query($id: ID!, $pos: GlobalPosition) {
 }"#;
 
 #[tokio::test]
-async fn a_customer_registered_and_contacted_through_graphql_is_on_kafka_and_in_the_360_view()
--> anyhow::Result<()> {
+async fn a_customer_registered_and_contacted_through_graphql_is_on_kafka_and_in_the_360_view() -> anyhow::Result<()> {
     let stack = Stack::start(&[]).await?;
     let command_id = uuid::Uuid::now_v7();
     let register = json!({"input": {
@@ -50,10 +49,7 @@ async fn a_customer_registered_and_contacted_through_graphql_is_on_kafka_and_in_
     let again = stack.ok(REGISTER, register).await?;
     assert_eq!(again["registerCustomer"]["deduplicated"], true);
     assert_eq!(again["registerCustomer"]["customerId"], id.as_str());
-    assert_eq!(
-        again["registerCustomer"]["globalPosition"],
-        first["globalPosition"]
-    );
+    assert_eq!(again["registerCustomer"]["globalPosition"], first["globalPosition"]);
     assert_eq!(again["registerCustomer"]["eventsRecorded"], 0);
 
     let update = stack
@@ -110,16 +106,9 @@ async fn a_customer_registered_and_contacted_through_graphql_is_on_kafka_and_in_
     }
 
     // A second customer interleaves in the log.
-    stack
-        .ok(
-            REGISTER,
-            json!({"input": {"kind": "ORGANIZATION", "name": "华北制造有限公司"}}),
-        )
-        .await?;
+    stack.ok(REGISTER, json!({"input": {"kind": "ORGANIZATION", "name": "华北制造有限公司"}})).await?;
 
-    let view = stack
-        .ok(CUSTOMER_360, json!({"id": id, "pos": last_position}))
-        .await?;
+    let view = stack.ok(CUSTOMER_360, json!({"id": id, "pos": last_position})).await?;
     let c = &view["customer"];
     assert_eq!(c["name"], "李雷");
     assert_eq!(c["kind"], "PERSON");
@@ -136,19 +125,13 @@ async fn a_customer_registered_and_contacted_through_graphql_is_on_kafka_and_in_
     assert_eq!(c["resolvedAtFirstContact"], 2);
     let rate = c["firstContactResolutionRate"].as_f64().unwrap();
     assert!((rate - 2.0 / 3.0).abs() < 1e-9);
-    assert_eq!(
-        c["contactsByChannel"][0],
-        json!({"channel": "PHONE", "count": 2})
-    );
+    assert_eq!(c["contactsByChannel"][0], json!({"channel": "PHONE", "count": 2}));
     // Newest first; the historical contact (2024) comes last.
     let edges = c["interactions"]["edges"].as_array().unwrap();
     assert_eq!(edges.len(), 2);
     assert_eq!(edges[0]["node"]["summary"], "回访");
     assert_eq!(edges[0]["node"]["recordedBy"], "dev");
-    assert_eq!(
-        edges[0]["node"]["handledBy"]["id"], "dev",
-        "the agent who logged it handled it"
-    );
+    assert_eq!(edges[0]["node"]["handledBy"]["id"], "dev", "the agent who logged it handled it");
     assert_eq!(c["interactions"]["pageInfo"]["hasNextPage"], true);
     let next = stack
         .ok(
@@ -157,26 +140,18 @@ async fn a_customer_registered_and_contacted_through_graphql_is_on_kafka_and_in_
             json!({"id": id, "after": c["interactions"]["pageInfo"]["endCursor"]}),
         )
         .await?;
-    let rest = next["customer"]["interactions"]["edges"]
-        .as_array()
-        .unwrap();
+    let rest = next["customer"]["interactions"]["edges"].as_array().unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0]["node"]["summary"], "宽带掉线");
     assert_eq!(rest[0]["node"]["occurredAt"], "2024-03-01T09:30:00+00:00");
 
     // The same customer through node() and through the list.
     let node = stack
-        .ok(
-            r#"query($id: ID!) { node(id: $id) { id ... on Customer { name } } }"#,
-            json!({"id": c["id"]}),
-        )
+        .ok(r#"query($id: ID!) { node(id: $id) { id ... on Customer { name } } }"#, json!({"id": c["id"]}))
         .await?;
     assert_eq!(node["node"]["name"], "李雷");
     let list = stack
-        .ok(
-            r#"query { customers(filter: {search: "李"}, first: 10) { edges { node { customerId } } } }"#,
-            json!({}),
-        )
+        .ok(r#"query { customers(filter: {search: "李"}, first: 10) { edges { node { customerId } } } }"#, json!({}))
         .await?;
     let ids: Vec<_> = list["customers"]["edges"]
         .as_array()
@@ -193,24 +168,14 @@ async fn a_customer_registered_and_contacted_through_graphql_is_on_kafka_and_in_
     assert_eq!(records.len() as i64, head);
     let mut by_customer: HashMap<String, Vec<&Record>> = HashMap::new();
     for r in &records {
-        assert_eq!(
-            r.key,
-            r.event.customer_id.unwrap().to_string(),
-            "keyed by customer"
-        );
+        assert_eq!(r.key, r.event.customer_id.unwrap().to_string(), "keyed by customer");
         assert_eq!(r.event.actor.id, "dev", "the acting user is on every event");
         by_customer.entry(r.key.clone()).or_default().push(r);
     }
     let mine = &by_customer[&id];
     let positions: Vec<i64> = mine.iter().map(|r| r.event.global_position).collect();
-    assert!(
-        positions.windows(2).all(|w| w[0] < w[1]),
-        "per-customer order: {positions:?}"
-    );
-    assert!(
-        mine.iter().all(|r| r.partition == mine[0].partition),
-        "one partition per customer"
-    );
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "per-customer order: {positions:?}");
+    assert!(mine.iter().all(|r| r.partition == mine[0].partition), "one partition per customer");
     let types: Vec<&str> = mine.iter().map(|r| r.event.event_type.as_str()).collect();
     assert_eq!(
         types,
@@ -226,10 +191,7 @@ async fn a_customer_registered_and_contacted_through_graphql_is_on_kafka_and_in_
         ]
     );
     let historical = mine[5];
-    assert_eq!(
-        historical.event.occurred_at.to_rfc3339(),
-        "2024-03-01T09:30:00+00:00"
-    );
+    assert_eq!(historical.event.occurred_at.to_rfc3339(), "2024-03-01T09:30:00+00:00");
     assert!(historical.event.recorded_at > historical.event.occurred_at);
     assert_eq!(mine[0].event.command_id, command_id);
     assert_eq!(mine[0].event.payload["contacts"]["phone"], "13800138000");
@@ -242,42 +204,13 @@ async fn health_readiness_and_metrics_answer() -> anyhow::Result<()> {
     let base = stack.kefu.base_url.clone().unwrap();
     let health = stack.client.get(format!("{base}/healthz")).send().await?;
     assert_eq!(health.status().as_u16(), 200);
-    let ready: serde_json::Value = stack
-        .client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let ready: serde_json::Value = stack.client.get(format!("{base}/readyz")).send().await?.json().await?;
     assert_eq!(ready["status"], "ready");
-    stack
-        .ok(
-            REGISTER,
-            json!({"input": {"kind": "PERSON", "name": "韩梅梅"}}),
-        )
-        .await?;
-    let metrics = stack
-        .client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    assert!(
-        metrics.contains("kefu_event_store_head_position 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("kefu_projection_lag_events{projection=\"customer360\""),
-        "{metrics}"
-    );
-    let graphiql = stack
-        .client
-        .get(format!("{base}/graphql"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    stack.ok(REGISTER, json!({"input": {"kind": "PERSON", "name": "韩梅梅"}})).await?;
+    let metrics = stack.client.get(format!("{base}/metrics")).send().await?.text().await?;
+    assert!(metrics.contains("kefu_event_store_head_position 1"), "{metrics}");
+    assert!(metrics.contains("kefu_projection_lag_events{projection=\"customer360\""), "{metrics}");
+    let graphiql = stack.client.get(format!("{base}/graphql")).send().await?.text().await?;
     assert!(graphiql.to_lowercase().contains("graphiql"));
     let status = stack
         .ok("{ projections { name generation status appliedThrough lagEvents deadLetters { streamId } } }", json!({}))

@@ -8,14 +8,8 @@ fn main() {
     let mut files: Vec<PathBuf> = Vec::new();
     collect(&proto_root, &mut files);
     files.sort();
-    let relative: Vec<PathBuf> = files
-        .iter()
-        .map(|f| {
-            f.strip_prefix(&proto_root)
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| f.clone())
-        })
-        .collect();
+    let relative: Vec<PathBuf> =
+        files.iter().map(|f| f.strip_prefix(&proto_root).map(PathBuf::from).unwrap_or_else(|_| f.clone())).collect();
     let mut compiler = match protox::Compiler::new([&proto_root]) {
         Ok(c) => c,
         Err(e) => panic!("cannot read proto/: {e}"),

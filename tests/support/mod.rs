@@ -39,19 +39,15 @@ impl Stack {
             db,
             topic,
             kefu,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
             token: None,
         })
     }
 
     /// Posts a GraphQL request; returns the whole response body and the HTTP status.
     pub async fn post(&self, query: &str, variables: Value) -> Result<(u16, Value)> {
-        let mut request = self
-            .client
-            .post(self.kefu.graphql_url()?)
-            .json(&json!({"query": query, "variables": variables}));
+        let mut request =
+            self.client.post(self.kefu.graphql_url()?).json(&json!({"query": query, "variables": variables}));
         if let Some(t) = &self.token {
             request = request.bearer_auth(t);
         }
@@ -73,19 +69,12 @@ impl Stack {
     /// A request that must fail; returns the first error.
     pub async fn error(&self, query: &str, variables: Value) -> Result<Value> {
         let (_, body) = self.post(query, variables).await?;
-        body["errors"]
-            .get(0)
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("expected an error, got {body:#}"))
+        body["errors"].get(0).cloned().ok_or_else(|| anyhow::anyhow!("expected an error, got {body:#}"))
     }
 
     /// The event store's head position.
     pub async fn head(&self) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT position FROM event_store.log_head")
-                .fetch_one(&self.db.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT position FROM event_store.log_head").fetch_one(&self.db.pool).await?)
     }
 }
 
@@ -114,8 +103,13 @@ pub struct Record {
 /// Reads `topic` from the beginning with an ordinary consumer until at least `expected`
 /// records arrived and nothing more comes for a moment.
 pub fn read_topic(topic: &str, expected: usize) -> Result<Vec<Record>> {
+    read_topic_from(&kefu_testkit::brokers()?, topic, expected)
+}
+
+/// [`read_topic`] on another broker.
+pub fn read_topic_from(brokers: &str, topic: &str, expected: usize) -> Result<Vec<Record>> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kefu_testkit::brokers()?)
+        .set("bootstrap.servers", brokers)
         .set("group.id", format!("e2e-reader-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
         .create()?;
@@ -136,23 +130,18 @@ pub fn read_topic(topic: &str, expected: usize) -> Result<Vec<Record>> {
                     key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
                     partition: m.partition(),
                     offset: m.offset(),
-                    event: kefu_contract::Contract::get()
-                        .decode(m.payload().unwrap_or_default())?,
+                    event: kefu_contract::Contract::get().decode(m.payload().unwrap_or_default())?,
                 });
             }
             None if out.len() >= expected
-                && quiet.get_or_insert_with(std::time::Instant::now).elapsed()
-                    > Duration::from_secs(1) =>
+                && quiet.get_or_insert_with(std::time::Instant::now).elapsed() > Duration::from_secs(1) =>
             {
                 return Ok(out);
             }
             None => {}
         }
     }
-    bail!(
-        "only {} of {expected} records arrived on {topic}",
-        out.len()
-    )
+    bail!("only {} of {expected} records arrived on {topic}", out.len())
 }
 
 pub const REGISTER: &str = r#"

@@ -55,14 +55,9 @@ impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(m) => AppError::Unavailable(m),
-            StoreError::CommandIdReused {
-                command_id,
-                original_type,
-                ..
-            } => AppError::CommandIdReused {
-                command_id,
-                original_type,
-            },
+            StoreError::CommandIdReused { command_id, original_type, .. } => {
+                AppError::CommandIdReused { command_id, original_type }
+            }
             other => AppError::Internal(other.to_string()),
         }
     }
@@ -123,12 +118,7 @@ pub struct CommandService {
 impl CommandService {
     /// A service over `store` with the system clock.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        CommandService {
-            store,
-            clock: Arc::new(Utc::now),
-            max_attempts: 10,
-            future_tolerance: Duration::minutes(5),
-        }
+        CommandService { store, clock: Arc::new(Utc::now), max_attempts: 10, future_tolerance: Duration::minutes(5) }
     }
 
     /// Replaces the clock.
@@ -143,47 +133,31 @@ impl CommandService {
     }
 
     /// Applies a command to a customer file.
-    pub async fn customer(
-        &self,
-        command: CustomerCommand,
-        meta: CommandMeta,
-    ) -> Result<AppendOutcome, AppError> {
+    pub async fn customer(&self, command: CustomerCommand, meta: CommandMeta) -> Result<AppendOutcome, AppError> {
         let id = command.customer_id();
         self.execute::<Customer>(id, Some(id), command, meta).await
     }
 
     /// Logs an interaction; the customer must exist.
-    pub async fn interaction(
-        &self,
-        command: InteractionCommand,
-        meta: CommandMeta,
-    ) -> Result<AppendOutcome, AppError> {
+    pub async fn interaction(&self, command: InteractionCommand, meta: CommandMeta) -> Result<AppendOutcome, AppError> {
         let InteractionCommand::Log(log) = &command;
         self.require_customer(log.customer_id).await?;
         let id = log.interaction_id;
         let customer = log.customer_id;
-        self.execute::<Interaction>(id, Some(customer), command, meta)
-            .await
+        self.execute::<Interaction>(id, Some(customer), command, meta).await
     }
 
     /// Checks on the write side that a customer file exists.
     pub async fn require_customer(&self, customer_id: Uuid) -> Result<Customer, AppError> {
         let (customer, _, _) = self.load::<Customer>(customer_id).await?;
         if !customer.is_registered() {
-            return Err(DomainError::NotFound {
-                entity: "customer",
-                id: customer_id.to_string(),
-            }
-            .into());
+            return Err(DomainError::NotFound { entity: "customer", id: customer_id.to_string() }.into());
         }
         Ok(customer)
     }
 
     /// Loads and folds a stream: the state, its version and the position of its last event.
-    pub async fn load<A: Aggregate>(
-        &self,
-        stream_id: Uuid,
-    ) -> Result<(A, i64, Option<i64>), AppError> {
+    pub async fn load<A: Aggregate>(&self, stream_id: Uuid) -> Result<(A, i64, Option<i64>), AppError> {
         let events = self.store.load(stream_id).await?;
         let mut state = A::default();
         let mut version = 0;
@@ -222,11 +196,9 @@ impl CommandService {
         let now = (self.clock)();
         let occurred_at = to_storage_precision(meta.occurred_at.unwrap_or(now));
         if occurred_at > now + self.future_tolerance {
-            return Err(DomainError::invalid(
-                "occurredAt",
-                format!("{} is in the future", occurred_at.to_rfc3339()),
-            )
-            .into());
+            return Err(
+                DomainError::invalid("occurredAt", format!("{} is in the future", occurred_at.to_rfc3339())).into()
+            );
         }
         let command_id = meta.command_id.unwrap_or_else(Uuid::now_v7);
         let tagged = serde_json::to_value(&command)
@@ -236,26 +208,17 @@ impl CommandService {
             serde_json::Value::String(s) => s.clone(),
             _ => String::new(),
         };
-        let record = CommandRecord {
-            command_id,
-            command_type: format!("{}.{}", A::STREAM_TYPE, command_type),
-            payload: tagged,
-        };
+        let record =
+            CommandRecord { command_id, command_type: format!("{}.{}", A::STREAM_TYPE, command_type), payload: tagged };
 
         // A retry of a journalled command gets the first result, whatever happened since.
         if meta.command_id.is_some()
             && let Some(j) = self.store.find_command(command_id).await?
         {
             if j.command.payload == record.payload && j.stream_id == stream_id {
-                return Ok(AppendOutcome {
-                    deduplicated: true,
-                    ..j.outcome
-                });
+                return Ok(AppendOutcome { deduplicated: true, ..j.outcome });
             }
-            return Err(AppError::CommandIdReused {
-                command_id,
-                original_type: j.command.command_type,
-            });
+            return Err(AppError::CommandIdReused { command_id, original_type: j.command.command_type });
         }
 
         let mut attempt = 0;
@@ -275,9 +238,8 @@ impl CommandService {
             let events = state.decide(&command)?;
             let mut new_events = Vec::with_capacity(events.len());
             for (i, e) in events.iter().enumerate() {
-                let (event_type, payload) = e.to_payload().map_err(|err| {
-                    AppError::Internal(format!("event does not serialise: {err}"))
-                })?;
+                let (event_type, payload) =
+                    e.to_payload().map_err(|err| AppError::Internal(format!("event does not serialise: {err}")))?;
                 new_events.push(NewEvent {
                     event_id: match meta.command_id {
                         Some(c) => Uuid::new_v5(&c, format!("event-{i}").as_bytes()),
@@ -308,9 +270,7 @@ impl CommandService {
                     tracing::debug!(%stream_id, actual, attempt, "concurrent append; deciding again on fresh state");
                     continue;
                 }
-                Err(StoreError::WrongExpectedVersion {
-                    expected, actual, ..
-                }) => {
+                Err(StoreError::WrongExpectedVersion { expected, actual, .. }) => {
                     return Err(AppError::Conflict {
                         stream_type: A::STREAM_TYPE.to_string(),
                         stream_id,
@@ -321,10 +281,7 @@ impl CommandService {
                 Err(StoreError::StreamTypeMismatch { actual, .. }) => {
                     return Err(DomainError::invalid(
                         "id",
-                        format!(
-                            "{stream_id} is the id of a {actual}, not of a {}",
-                            A::STREAM_TYPE
-                        ),
+                        format!("{stream_id} is the id of a {actual}, not of a {}", A::STREAM_TYPE),
                     )
                     .into());
                 }
@@ -345,10 +302,7 @@ mod tests {
 
     fn actor() -> Actor {
         Actor {
-            id: "agent.chen".into(),
-            name: Some("陈静".into()),
-            kind: ActorKind::User,
-            roles: vec!["agent".into()],
+            id: "agent.chen".into(), name: Some("陈静".into()), kind: ActorKind::User, roles: vec!["agent".into()]
         }
     }
 
@@ -378,10 +332,7 @@ mod tests {
         assert_eq!(e.correlation_id, meta.correlation_id);
         assert_eq!(e.causation_id, e.command_id);
         // business time kept (at storage precision), distinct from recorded time
-        assert_eq!(
-            e.occurred_at.to_rfc3339(),
-            "2020-01-02T03:04:05.123456+00:00"
-        );
+        assert_eq!(e.occurred_at.to_rfc3339(), "2020-01-02T03:04:05.123456+00:00");
         assert!(e.recorded_at > e.occurred_at);
     }
 
@@ -394,13 +345,7 @@ mod tests {
         let again = service.customer(register(), meta.clone()).await.unwrap();
         assert!(!first.deduplicated);
         assert!(again.deduplicated);
-        assert_eq!(
-            AppendOutcome {
-                deduplicated: false,
-                ..again
-            },
-            first
-        );
+        assert_eq!(AppendOutcome { deduplicated: false, ..again }, first);
         assert_eq!(store.all().len(), 1);
     }
 
@@ -422,10 +367,7 @@ mod tests {
     #[tokio::test]
     async fn a_stale_expected_version_is_a_conflict_carrying_the_current_version() {
         let (_, service) = service();
-        service
-            .customer(register(), CommandMeta::by(actor()))
-            .await
-            .unwrap();
+        service.customer(register(), CommandMeta::by(actor())).await.unwrap();
         let mut meta = CommandMeta::by(actor());
         meta.expected_version = Some(0);
         let cmd = CustomerCommand::AssignAccountManager(AssignAccountManager {
@@ -433,10 +375,7 @@ mod tests {
             manager: examples::staff("x", "X"),
             reason: None,
         });
-        let err = service
-            .customer(cmd.clone(), meta.clone())
-            .await
-            .unwrap_err();
+        let err = service.customer(cmd.clone(), meta.clone()).await.unwrap_err();
         assert_eq!(
             err,
             AppError::Conflict {
@@ -454,26 +393,11 @@ mod tests {
     async fn an_interaction_needs_a_registered_customer() {
         let (store, service) = service();
         let cmd = InteractionCommand::Log(interactions::log_phone_call());
-        let err = service
-            .interaction(cmd.clone(), CommandMeta::by(actor()))
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            AppError::Domain(DomainError::NotFound {
-                entity: "customer",
-                ..
-            })
-        ));
+        let err = service.interaction(cmd.clone(), CommandMeta::by(actor())).await.unwrap_err();
+        assert!(matches!(err, AppError::Domain(DomainError::NotFound { entity: "customer", .. })));
         assert!(store.all().is_empty());
-        service
-            .customer(register(), CommandMeta::by(actor()))
-            .await
-            .unwrap();
-        let outcome = service
-            .interaction(cmd, CommandMeta::by(actor()))
-            .await
-            .unwrap();
+        service.customer(register(), CommandMeta::by(actor())).await.unwrap();
+        let outcome = service.interaction(cmd, CommandMeta::by(actor())).await.unwrap();
         assert_eq!(outcome.last_position, Some(2));
     }
 
@@ -483,18 +407,13 @@ mod tests {
         let mut meta = CommandMeta::by(actor());
         meta.occurred_at = Some(Utc::now() + Duration::hours(1));
         let err = service.customer(register(), meta).await.unwrap_err();
-        assert!(
-            matches!(err, AppError::Domain(DomainError::Invalid { ref field, .. }) if field == "occurredAt")
-        );
+        assert!(matches!(err, AppError::Domain(DomainError::Invalid { ref field, .. }) if field == "occurredAt"));
     }
 
     #[tokio::test]
     async fn a_no_op_command_appends_nothing_and_reports_the_current_position() {
         let (store, service) = service();
-        service
-            .customer(register(), CommandMeta::by(actor()))
-            .await
-            .unwrap();
+        service.customer(register(), CommandMeta::by(actor())).await.unwrap();
         let cmd = CustomerCommand::Classify(Default::default());
         let cmd = match cmd {
             CustomerCommand::Classify(mut c) => {
@@ -503,10 +422,7 @@ mod tests {
             }
             other => other,
         };
-        let outcome = service
-            .customer(cmd, CommandMeta::by(actor()))
-            .await
-            .unwrap();
+        let outcome = service.customer(cmd, CommandMeta::by(actor())).await.unwrap();
         assert_eq!(outcome.event_count, 0);
         assert_eq!(outcome.stream_version, 1);
         assert_eq!(outcome.last_position, Some(1));
@@ -517,13 +433,7 @@ mod tests {
     fn entity_ids_are_stable_across_retries() {
         let mut meta = CommandMeta::by(actor());
         meta.command_id = Some(Uuid::now_v7());
-        assert_eq!(
-            meta.new_entity_id("customer"),
-            meta.new_entity_id("customer")
-        );
-        assert_ne!(
-            meta.new_entity_id("customer"),
-            meta.new_entity_id("interaction")
-        );
+        assert_eq!(meta.new_entity_id("customer"), meta.new_entity_id("customer"));
+        assert_ne!(meta.new_entity_id("customer"), meta.new_entity_id("interaction"));
     }
 }

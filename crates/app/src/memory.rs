@@ -38,9 +38,7 @@ impl InMemoryEventStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain data behind; keep using it.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -50,10 +48,7 @@ impl EventStore for InMemoryEventStore {
             let mut inner = self.lock();
             if let Some(j) = inner.journal.get(&req.command.command_id) {
                 if j.command.payload == req.command.payload && j.stream_id == req.stream_id {
-                    return Ok(AppendOutcome {
-                        deduplicated: true,
-                        ..j.outcome.clone()
-                    });
+                    return Ok(AppendOutcome { deduplicated: true, ..j.outcome.clone() });
                 }
                 return Err(StoreError::CommandIdReused {
                     command_id: req.command.command_id,
@@ -61,11 +56,8 @@ impl EventStore for InMemoryEventStore {
                     original_stream: j.stream_id,
                 });
             }
-            let (stream_type, version) = inner
-                .streams
-                .get(&req.stream_id)
-                .cloned()
-                .unwrap_or((req.stream_type.clone(), 0));
+            let (stream_type, version) =
+                inner.streams.get(&req.stream_id).cloned().unwrap_or((req.stream_type.clone(), 0));
             if stream_type != req.stream_type {
                 return Err(StoreError::StreamTypeMismatch {
                     stream_id: req.stream_id,
@@ -105,16 +97,10 @@ impl EventStore for InMemoryEventStore {
             let n = req.events.len() as i64;
             let new_version = version + n;
             if n > 0 || version > 0 {
-                inner
-                    .streams
-                    .insert(req.stream_id, (req.stream_type.clone(), new_version));
+                inner.streams.insert(req.stream_id, (req.stream_type.clone(), new_version));
             }
-            let last_position = inner
-                .log
-                .iter()
-                .rev()
-                .find(|e| e.stream_id == req.stream_id)
-                .map(|e| e.global_position);
+            let last_position =
+                inner.log.iter().rev().find(|e| e.stream_id == req.stream_id).map(|e| e.global_position);
             let outcome = AppendOutcome {
                 stream_id: req.stream_id,
                 stream_version: new_version,
@@ -126,11 +112,7 @@ impl EventStore for InMemoryEventStore {
             };
             inner.journal.insert(
                 req.command.command_id,
-                JournalledCommand {
-                    command: req.command.clone(),
-                    stream_id: req.stream_id,
-                    outcome: outcome.clone(),
-                },
+                JournalledCommand { command: req.command.clone(), stream_id: req.stream_id, outcome: outcome.clone() },
             );
             Ok(outcome)
         })();
@@ -138,20 +120,11 @@ impl EventStore for InMemoryEventStore {
     }
 
     fn load(&self, stream_id: Uuid) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
-        let events = self
-            .lock()
-            .log
-            .iter()
-            .filter(|e| e.stream_id == stream_id)
-            .cloned()
-            .collect();
+        let events = self.lock().log.iter().filter(|e| e.stream_id == stream_id).cloned().collect();
         Box::pin(async move { Ok(events) })
     }
 
-    fn find_command(
-        &self,
-        command_id: Uuid,
-    ) -> BoxFuture<'_, Result<Option<JournalledCommand>, StoreError>> {
+    fn find_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<JournalledCommand>, StoreError>> {
         let found = self.lock().journal.get(&command_id).cloned();
         Box::pin(async move { Ok(found) })
     }

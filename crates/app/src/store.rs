@@ -154,8 +154,5 @@ pub trait EventStore: Send + Sync {
     fn load(&self, stream_id: Uuid) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>>;
 
     /// The journal entry of a command id, if any.
-    fn find_command(
-        &self,
-        command_id: Uuid,
-    ) -> BoxFuture<'_, Result<Option<JournalledCommand>, StoreError>>;
+    fn find_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<JournalledCommand>, StoreError>>;
 }

@@ -32,12 +32,8 @@ pub async fn partition_count(bus: &BusConfig) -> Result<Option<i32>, BusError> {
     blocking(move || partition_count_blocking(&bus)).await
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, BusError> + Send + 'static,
-) -> Result<T, BusError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| BusError::Topic(format!("metadata task failed: {e}")))?
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, BusError> + Send + 'static) -> Result<T, BusError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| BusError::Topic(format!("metadata task failed: {e}")))?
 }
 
 fn partition_count_blocking(bus: &BusConfig) -> Result<Option<i32>, BusError> {
@@ -56,55 +52,32 @@ fn partition_count_blocking(bus: &BusConfig) -> Result<Option<i32>, BusError> {
 /// allowed.
 pub async fn ensure_topic(bus: &BusConfig) -> Result<TopicInfo, BusError> {
     if let Some(partitions) = partition_count(bus).await? {
-        return Ok(TopicInfo {
-            partitions,
-            created: false,
-        });
+        return Ok(TopicInfo { partitions, created: false });
     }
     if !bus.create_topic {
-        return Err(BusError::Topic(format!(
-            "topic {} does not exist and KEFU_KAFKA_CREATE_TOPIC is off",
-            bus.topic
-        )));
+        return Err(BusError::Topic(format!("topic {} does not exist and KEFU_KAFKA_CREATE_TOPIC is off", bus.topic)));
     }
     let admin: AdminClient<DefaultClientContext> = bus.admin("kefu-admin").create()?;
-    let topic = NewTopic::new(
-        &bus.topic,
-        bus.partitions,
-        TopicReplication::Fixed(bus.replication_factor),
-    );
-    let results = admin
-        .create_topics(
-            &[topic],
-            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
-        )
-        .await?;
+    let topic = NewTopic::new(&bus.topic, bus.partitions, TopicReplication::Fixed(bus.replication_factor));
+    let results = admin.create_topics(&[topic], &AdminOptions::new().operation_timeout(Some(TIMEOUT))).await?;
     let mut created = true;
     for r in results {
         match r {
             Ok(_) => {}
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => created = false,
             Err((name, code)) => {
-                return Err(BusError::Topic(format!(
-                    "cannot create topic {name}: {code}"
-                )));
+                return Err(BusError::Topic(format!("cannot create topic {name}: {code}")));
             }
         }
     }
     // Metadata takes a moment to show a new topic.
     for _ in 0..50 {
         if let Some(partitions) = partition_count(bus).await? {
-            return Ok(TopicInfo {
-                partitions,
-                created,
-            });
+            return Ok(TopicInfo { partitions, created });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(BusError::Topic(format!(
-        "topic {} was created but does not show up",
-        bus.topic
-    )))
+    Err(BusError::Topic(format!("topic {} was created but does not show up", bus.topic)))
 }
 
 /// `(low, high)` watermarks of every partition, in partition order.
@@ -116,13 +89,7 @@ pub async fn watermarks(bus: &BusConfig, partitions: i32) -> Result<Vec<(i64, i6
 /// [`watermarks`] for code that is not async (consumer threads).
 pub fn watermarks_blocking(bus: &BusConfig, partitions: i32) -> Result<Vec<(i64, i64)>, BusError> {
     let client = metadata_client(bus)?;
-    (0..partitions)
-        .map(|p| {
-            client
-                .fetch_watermarks(&bus.topic, p, TIMEOUT)
-                .map_err(BusError::from)
-        })
-        .collect()
+    (0..partitions).map(|p| client.fetch_watermarks(&bus.topic, p, TIMEOUT).map_err(BusError::from)).collect()
 }
 
 /// A client context that does not report reaching the end of a partition as an error: the
@@ -132,10 +99,8 @@ struct QuietEof;
 impl rdkafka::ClientContext for QuietEof {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         use rdkafka::{error::KafkaError, types::RDKafkaErrorCode};
-        let end_of_partition = matches!(
-            error,
-            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
-        );
+        let end_of_partition =
+            matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
         if !end_of_partition {
             tracing::error!(%error, reason, "librdkafka error");
         }
@@ -184,9 +149,7 @@ fn position_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Result<i64, B
     });
     match from_header {
         Some(p) => Ok(p),
-        None => Ok(kefu_contract::Contract::get()
-            .decode(message.payload().unwrap_or_default())?
-            .global_position),
+        None => Ok(kefu_contract::Contract::get().decode(message.payload().unwrap_or_default())?.global_position),
     }
 }
 
@@ -207,13 +170,8 @@ fn inspect_blocking(
         tpl.add_partition_offset(&bus.topic, p, start)?;
     }
     // A group id is required by the client, but it is never joined (partitions are assigned).
-    let mut config = bus.consumer(
-        "kefu-relay-inspect",
-        &format!("{}.relay-inspect", bus.topic),
-    );
-    config
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "error");
+    let mut config = bus.consumer("kefu-relay-inspect", &format!("{}.relay-inspect", bus.topic));
+    config.set("enable.partition.eof", "true").set("auto.offset.reset", "error");
     let consumer: BaseConsumer<QuietEof> = config.create_with_context(QuietEof)?;
     consumer.assign(&tpl)?;
 
@@ -257,9 +215,7 @@ fn inspect_blocking(
             (_, Some(Err(why))) => PartitionState::Lost(why.clone()),
             (None, Some(Ok(()))) => PartitionState::Intact { tail: last[i] },
             (Some(m), Some(Ok(()))) => match first[i] {
-                Some((offset, position))
-                    if offset == m.next_offset - 1 && position == m.last_position =>
-                {
+                Some((offset, position)) if offset == m.next_offset - 1 && position == m.last_position => {
                     PartitionState::Intact { tail: last[i] }
                 }
                 Some((offset, position)) => PartitionState::Lost(format!(
@@ -278,18 +234,12 @@ fn inspect_blocking(
                 if hint.is_none() {
                     hint = Some(watermarks_blocking(bus, partitions)?);
                 }
-                let high = hint
-                    .as_ref()
-                    .and_then(|w| w.get(i))
-                    .map(|w| w.1)
-                    .unwrap_or(0);
+                let high = hint.as_ref().and_then(|w| w.get(i)).map(|w| w.1).unwrap_or(0);
                 match mark {
-                    Some(m) if first[i].is_none() && high < m.next_offset => {
-                        PartitionState::Lost(format!(
-                            "partition {p} ends at offset {high} but the relay wrote up to {}",
-                            m.next_offset
-                        ))
-                    }
+                    Some(m) if first[i].is_none() && high < m.next_offset => PartitionState::Lost(format!(
+                        "partition {p} ends at offset {high} but the relay wrote up to {}",
+                        m.next_offset
+                    )),
                     _ => {
                         return Err(BusError::Topic(format!(
                             "partition {p} of {} could not be read to its end within {TIMEOUT:?}",

@@ -91,10 +91,7 @@ impl BusConfig {
             // the relay's crash recovery reads each partition's tail and relies on that.
             .set("enable.gapless.guarantee", "true")
             .set("partitioner", "murmur2_random")
-            .set(
-                "message.timeout.ms",
-                self.delivery_timeout.as_millis().to_string(),
-            );
+            .set("message.timeout.ms", self.delivery_timeout.as_millis().to_string());
         c
     }
 

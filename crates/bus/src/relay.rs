@@ -107,40 +107,18 @@ fn headers(event: &RecordedEvent) -> OwnedHeaders {
     let version = event.schema_version.to_string();
     let position = event.global_position.to_string();
     OwnedHeaders::new_with_capacity(4)
-        .insert(Header {
-            key: "kefu-event-type",
-            value: Some(event.event_type.as_str()),
-        })
-        .insert(Header {
-            key: "kefu-schema-version",
-            value: Some(version.as_str()),
-        })
-        .insert(Header {
-            key: "kefu-global-position",
-            value: Some(position.as_str()),
-        })
-        .insert(Header {
-            key: "content-type",
-            value: Some(CONTENT_TYPE),
-        })
+        .insert(Header { key: "kefu-event-type", value: Some(event.event_type.as_str()) })
+        .insert(Header { key: "kefu-schema-version", value: Some(version.as_str()) })
+        .insert(Header { key: "kefu-global-position", value: Some(position.as_str()) })
+        .insert(Header { key: "content-type", value: Some(CONTENT_TYPE) })
 }
 
 impl Relay {
     /// A relay over `store` publishing to `bus.topic`.
-    pub fn new(
-        store: PgEventStore,
-        bus: BusConfig,
-        options: RelayOptions,
-    ) -> Result<Self, BusError> {
+    pub fn new(store: PgEventStore, bus: BusConfig, options: RelayOptions) -> Result<Self, BusError> {
         let producer: FutureProducer = bus.producer("kefu-relay").create()?;
         let (progress, _) = watch::channel(RelayProgress::default());
-        Ok(Relay {
-            store,
-            bus,
-            producer: std::sync::Mutex::new(producer),
-            options,
-            progress,
-        })
+        Ok(Relay { store, bus, producer: std::sync::Mutex::new(producer), options, progress })
     }
 
     /// Follows the relay's progress.
@@ -149,21 +127,28 @@ impl Relay {
     }
 
     fn producer(&self) -> FutureProducer {
-        self.producer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.producer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     /// After a fatal producer error (e.g. a gap the idempotent producer cannot close), the
     /// producer is unusable: make a new one.
-    fn renew_producer_if_fatal(&self) -> Result<(), BusError> {
-        let producer = self.producer();
-        if let Some((code, reason)) = producer.client().fatal_error() {
-            tracing::warn!(?code, %reason, "producer hit a fatal error; creating a new one");
-            let fresh: FutureProducer = self.bus.producer("kefu-relay").create()?;
-            *self.producer.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+    /// Replaces the producer. Used after any failed delivery and after a lost log: an
+    /// idempotent producer's id and sequence numbers mean nothing to a broker that lost its
+    /// state, and a producer that hit a fatal error (e.g. a gap it cannot close) is unusable.
+    /// A new producer starts a clean session; the relay's own tail check prevents duplicates.
+    fn renew_producer(&self, why: &str) -> Result<(), BusError> {
+        let old = self.producer();
+        if let Some((code, reason)) = old.client().fatal_error() {
+            tracing::warn!(?code, %reason, "producer hit a fatal error");
         }
+        tracing::info!(reason = why, "starting a new producer session");
+        let fresh: FutureProducer = self.bus.producer("kefu-relay").create()?;
+        *self.producer.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        // Drop the old one off the async threads: dropping purges and may wait on its queue.
+        tokio::task::spawn_blocking(move || {
+            let _ = old.flush(std::time::Duration::ZERO);
+            drop(old);
+        });
         Ok(())
     }
 
@@ -177,10 +162,7 @@ impl Relay {
         let marks = relay_state::partitions(pool, &self.bus.topic).await?;
         let mut lost = Vec::new();
         if info.created && cursor > 0 {
-            lost.push(format!(
-                "topic {} did not exist and was created empty",
-                self.bus.topic
-            ));
+            lost.push(format!("topic {} did not exist and was created empty", self.bus.topic));
         }
         let states = admin::inspect(&self.bus, info.partitions, marks).await?;
         let mut tails = Vec::with_capacity(states.len());
@@ -193,10 +175,7 @@ impl Relay {
                 }
             }
         }
-        let topic = Topic {
-            partitions: info.partitions,
-            tails,
-        };
+        let topic = Topic { partitions: info.partitions, tails };
         if lost.is_empty() {
             return Ok((cursor, topic));
         }
@@ -214,6 +193,7 @@ impl Relay {
                     "the broker lost published events; publishing the whole history again from the event store"
                 );
                 relay_state::reset(pool, &self.bus.topic).await?;
+                self.renew_producer("the broker lost the log")?;
                 // What is still there must not be skipped: re-read without marks.
                 let states = admin::inspect(&self.bus, info.partitions, Vec::new()).await?;
                 let tails = states
@@ -223,13 +203,7 @@ impl Relay {
                         admin::PartitionState::Lost(_) => None,
                     })
                     .collect();
-                Ok((
-                    0,
-                    Topic {
-                        partitions: info.partitions,
-                        tails,
-                    },
-                ))
+                Ok((0, Topic { partitions: info.partitions, tails }))
             }
         }
     }
@@ -248,11 +222,7 @@ impl Relay {
             {
                 pending.push(Pending::AlreadyOnBroker(
                     event.global_position,
-                    PartitionMark {
-                        partition,
-                        next_offset: offset + 1,
-                        last_position: *position,
-                    },
+                    PartitionMark { partition, next_offset: offset + 1, last_position: *position },
                 ));
                 continue;
             }
@@ -286,31 +256,21 @@ impl Relay {
                 }
             }
         }
-        let mut round = Round {
-            acked_through: None,
-            marks: BTreeMap::new(),
-            failure: None,
-        };
+        let mut round = Round { acked_through: None, marks: BTreeMap::new(), failure: None };
         for p in pending {
             let (position, mark) = match p {
                 Pending::AlreadyOnBroker(position, mark) => (position, mark),
                 Pending::Sent(position, delivery) => match delivery.await {
                     Ok(Ok(d)) => (
                         position,
-                        PartitionMark {
-                            partition: d.partition,
-                            next_offset: d.offset + 1,
-                            last_position: position,
-                        },
+                        PartitionMark { partition: d.partition, next_offset: d.offset + 1, last_position: position },
                     ),
                     Ok(Err((e, _))) => {
                         round.failure = Some(BusError::Kafka(e));
                         break;
                     }
                     Err(_) => {
-                        round.failure = Some(BusError::Topic(
-                            "the producer dropped a delivery report".into(),
-                        ));
+                        round.failure = Some(BusError::Topic("the producer dropped a delivery report".into()));
                         break;
                     }
                 },
@@ -341,10 +301,7 @@ impl Relay {
     }
 
     async fn publish_round(&self, topic: &Topic, cursor: i64) -> Result<(usize, i64), BusError> {
-        let events = self
-            .store
-            .read_after(cursor, self.options.batch_size)
-            .await?;
+        let events = self.store.read_after(cursor, self.options.batch_size).await?;
         if events.is_empty() {
             return Ok((0, cursor));
         }
@@ -352,10 +309,7 @@ impl Relay {
         if let Some(first) = events.first()
             && first.global_position != cursor + 1
         {
-            return Err(BusError::Topic(format!(
-                "the event store skipped from {cursor} to {}",
-                first.global_position
-            )));
+            return Err(BusError::Topic(format!("the event store skipped from {cursor} to {}", first.global_position)));
         }
         let round = self.send(topic, &events).await;
         let mut acked = 0;
@@ -370,7 +324,7 @@ impl Relay {
         }
         match round.failure {
             Some(e) => {
-                self.renew_producer_if_fatal()?;
+                self.renew_producer("a delivery failed")?;
                 Err(e)
             }
             None => Ok((acked, next)),
@@ -478,7 +432,8 @@ impl Relay {
             };
             tokio::select! {
                 _ = &mut *shutdown => {
-                    self.producer().flush(Duration::from_secs(5)).ok();
+                    let producer = self.producer();
+                    let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
                     return Ok(true);
                 }
                 _ = wait => {}

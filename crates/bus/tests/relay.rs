@@ -39,47 +39,27 @@ async fn setup(partitions: i32) -> anyhow::Result<Setup> {
     migrate::run(&db.pool).await?;
     let store = PgEventStore::new(db.pool);
     let service = CommandService::new(Arc::new(store.clone()));
-    let mut bus =
-        BusConfig::new(kefu_testkit::brokers()?).with_topic(kefu_testkit::unique_topic("relay"));
+    let mut bus = BusConfig::new(kefu_testkit::brokers()?).with_topic(kefu_testkit::unique_topic("relay"));
     bus.partitions = partitions;
     bus.delivery_timeout = Duration::from_secs(10);
-    Ok(Setup {
-        store,
-        service,
-        bus,
-    })
+    Ok(Setup { store, service, bus })
 }
 
 fn actor() -> Actor {
-    Actor {
-        id: "agent.chen".into(),
-        name: None,
-        kind: ActorKind::User,
-        roles: vec![],
-    }
+    Actor { id: "agent.chen".into(), name: None, kind: ActorKind::User, roles: vec![] }
 }
 
 /// Registers a customer and logs `interactions` contacts; returns the customer id.
-async fn customer_story(
-    service: &CommandService,
-    interactions_per_customer: usize,
-) -> anyhow::Result<Uuid> {
+async fn customer_story(service: &CommandService, interactions_per_customer: usize) -> anyhow::Result<Uuid> {
     let (_, mut register) = examples::register_person();
     register.customer_id = Uuid::now_v7();
     let id = register.customer_id;
-    service
-        .customer(
-            CustomerCommand::Register(register),
-            CommandMeta::by(actor()),
-        )
-        .await?;
+    service.customer(CustomerCommand::Register(register), CommandMeta::by(actor())).await?;
     for _ in 0..interactions_per_customer {
         let mut log = interactions::log_phone_call();
         log.interaction_id = Uuid::now_v7();
         log.customer_id = id;
-        service
-            .interaction(InteractionCommand::Log(log), CommandMeta::by(actor()))
-            .await?;
+        service.interaction(InteractionCommand::Log(log), CommandMeta::by(actor())).await?;
     }
     Ok(id)
 }
@@ -94,9 +74,7 @@ struct Received {
 /// Reads the whole topic from the beginning with an ordinary consumer until `expected`
 /// records arrived and nothing more comes for a moment.
 fn read_topic(bus: &BusConfig, expected: usize) -> anyhow::Result<Vec<Received>> {
-    let consumer: BaseConsumer = bus
-        .consumer("test-reader", &format!("reader-{}", Uuid::new_v4()))
-        .create()?;
+    let consumer: BaseConsumer = bus.consumer("test-reader", &format!("reader-{}", Uuid::new_v4())).create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..bus.partitions {
         tpl.add_partition_offset(&bus.topic, p, Offset::Beginning)?;
@@ -133,11 +111,7 @@ fn read_topic(bus: &BusConfig, expected: usize) -> anyhow::Result<Vec<Received>>
                 }
             }
         }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "only {} of {expected} records arrived",
-            out.len()
-        );
+        anyhow::ensure!(std::time::Instant::now() < deadline, "only {} of {expected} records arrived", out.len());
     }
 }
 
@@ -152,25 +126,12 @@ async fn assert_exactly_once_in_order(s: &Setup, received: &[Received]) -> anyho
     let mut last_per_customer: HashMap<String, i64> = HashMap::new();
     for r in received {
         let stored = by_id[&r.event.event_id];
-        assert_eq!(
-            &r.event, stored,
-            "the decoded envelope differs from the stored event"
-        );
+        assert_eq!(&r.event, stored, "the decoded envelope differs from the stored event");
         assert_eq!(r.key, stored.partition_key().to_string());
-        assert_eq!(
-            r.partition,
-            partition_for(r.key.as_bytes(), s.bus.partitions)
-        );
-        assert_eq!(
-            r.event_type_header.as_deref(),
-            Some(stored.event_type.as_str())
-        );
+        assert_eq!(r.partition, partition_for(r.key.as_bytes(), s.bus.partitions));
+        assert_eq!(r.event_type_header.as_deref(), Some(stored.event_type.as_str()));
         let last = last_per_customer.entry(r.key.clone()).or_insert(0);
-        assert!(
-            r.event.global_position > *last,
-            "customer {} out of order",
-            r.key
-        );
+        assert!(r.event.global_position > *last, "customer {} out of order", r.key);
         *last = r.event.global_position;
     }
     Ok(())
@@ -185,11 +146,7 @@ async fn publishes_every_event_in_order_keyed_by_customer() -> anyhow::Result<()
     let relay = Relay::new(s.store.clone(), s.bus.clone(), RelayOptions::default())?;
     let published = relay.publish_pending().await?;
     assert_eq!(published, 24);
-    assert_eq!(
-        relay.publish_pending().await?,
-        0,
-        "nothing is published twice"
-    );
+    assert_eq!(relay.publish_pending().await?, 0, "nothing is published twice");
     let received = tokio::task::spawn_blocking({
         let bus = s.bus.clone();
         move || read_topic(&bus, 24)
@@ -203,15 +160,9 @@ async fn publishes_every_event_in_order_keyed_by_customer() -> anyhow::Result<()
     let marks = relay_state::partitions(pool, &s.bus.topic).await?;
     assert!(!marks.is_empty());
     for m in marks {
-        let in_partition: Vec<&Received> = received
-            .iter()
-            .filter(|r| r.partition == m.partition)
-            .collect();
+        let in_partition: Vec<&Received> = received.iter().filter(|r| r.partition == m.partition).collect();
         assert_eq!(m.next_offset, in_partition.len() as i64);
-        assert_eq!(
-            Some(m.last_position),
-            in_partition.iter().map(|r| r.event.global_position).max()
-        );
+        assert_eq!(Some(m.last_position), in_partition.iter().map(|r| r.event.global_position).max());
     }
     Ok(())
 }
@@ -225,17 +176,10 @@ async fn our_partitioner_agrees_with_librdkafka_murmur2_random() -> anyhow::Resu
         let key = Uuid::now_v7().to_string();
         let payload = format!("{i}");
         let delivery = producer
-            .send(
-                FutureRecord::to(&s.bus.topic).key(&key).payload(&payload),
-                Duration::from_secs(10),
-            )
+            .send(FutureRecord::to(&s.bus.topic).key(&key).payload(&payload), Duration::from_secs(10))
             .await
             .map_err(|(e, _)| e)?;
-        assert_eq!(
-            delivery.partition,
-            partition_for(key.as_bytes(), 5),
-            "key {key}"
-        );
+        assert_eq!(delivery.partition, partition_for(key.as_bytes(), 5), "key {key}");
     }
     Ok(())
 }
@@ -273,10 +217,7 @@ async fn a_relay_restarted_mid_stream_delivers_every_event_once_in_order() -> an
         .await?;
     let relay = Relay::new(s.store.clone(), s.bus.clone(), RelayOptions::default())?;
     relay.publish_pending().await?;
-    assert_eq!(
-        relay_state::cursor(s.store.pool(), &s.bus.topic).await?,
-        head
-    );
+    assert_eq!(relay_state::cursor(s.store.pool(), &s.bus.topic).await?, head);
 
     let received = tokio::task::spawn_blocking({
         let bus = s.bus.clone();
@@ -303,10 +244,7 @@ async fn only_one_relay_publishes_and_a_standby_takes_over() -> anyhow::Result<(
     .await?;
     let b = tokio::spawn(second.run(std::future::pending()));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        !second_progress.borrow().active,
-        "two relays active at once"
-    );
+    assert!(!second_progress.borrow().active, "two relays active at once");
     a.abort();
     let _ = a.await;
     customer_story(&s.service, 1).await?;
@@ -333,28 +271,17 @@ async fn a_broker_that_lost_the_log_is_detected() -> anyhow::Result<()> {
     let relay = Relay::new(s.store.clone(), s.bus.clone(), RelayOptions::default())?;
     relay.publish_pending().await?;
     // Pretend the relay had written further than the broker now holds.
-    sqlx::query(
-        "UPDATE event_store.relay_partitions SET next_offset = next_offset + 100 WHERE topic = $1",
-    )
-    .bind(&s.bus.topic)
-    .execute(s.store.pool())
-    .await?;
+    sqlx::query("UPDATE event_store.relay_partitions SET next_offset = next_offset + 100 WHERE topic = $1")
+        .bind(&s.bus.topic)
+        .execute(s.store.pool())
+        .await?;
     let err = relay.publish_pending().await.unwrap_err();
     assert!(matches!(err, BusError::LogLost(_)), "{err}");
-    assert!(
-        err.to_string().contains("republish"),
-        "the error says what to do: {err}"
-    );
+    assert!(err.to_string().contains("republish"), "the error says what to do: {err}");
 
-    let options = RelayOptions {
-        on_lost_log: LostLogPolicy::Republish,
-        ..RelayOptions::default()
-    };
+    let options = RelayOptions { on_lost_log: LostLogPolicy::Republish, ..RelayOptions::default() };
     let relay = Relay::new(s.store.clone(), s.bus.clone(), options)?;
     relay.publish_pending().await?;
-    assert_eq!(
-        relay_state::cursor(s.store.pool(), &s.bus.topic).await?,
-        s.store.head().await?
-    );
+    assert_eq!(relay_state::cursor(s.store.pool(), &s.bus.topic).await?, s.store.head().await?);
     Ok(())
 }

@@ -143,9 +143,7 @@ pub enum ProjectionsCommand {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,librdkafka=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -255,24 +253,14 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             gateway.serve(shutdown_signal()).await?;
             Ok(())
         }
-        Command::Relay {
-            db,
-            kafka,
-            relay,
-            once,
-            republish,
-        } => {
+        Command::Relay { db, kafka, relay, once, republish } => {
             let pool = database(&db).await?;
             let bus = kafka.bus()?;
             if republish {
                 kefu_store::relay_state::reset(&pool, &bus.topic).await?;
                 tracing::warn!(topic = %bus.topic, "relay state reset: the whole history will be published again");
             }
-            let relay = Relay::new(
-                kefu_store::PgEventStore::new(pool),
-                bus,
-                relay_options(&relay),
-            )?;
+            let relay = Relay::new(kefu_store::PgEventStore::new(pool), bus, relay_options(&relay))?;
             if once {
                 let n = relay.publish_pending().await?;
                 tracing::info!(published = n, "relay: pending events published");
@@ -288,8 +276,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             let stop = Stop(rx);
             let mut tasks = Vec::new();
             for p in projections(&only)? {
-                let runner =
-                    ProjectionRunner::new(pool.clone(), bus.clone(), p, RunnerOptions::default());
+                let runner = ProjectionRunner::new(pool.clone(), bus.clone(), p, RunnerOptions::default());
                 tasks.push(tokio::spawn(runner.run(stop.wait())));
             }
             shutdown_signal().await;
@@ -299,23 +286,13 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run {
-            db,
-            kafka,
-            relay,
-            http,
-        } => run_all(db, kafka, relay, http).await,
+        Command::Run { db, kafka, relay, http } => run_all(db, kafka, relay, http).await,
         Command::Projections { command } => projections_command(command).await,
     }
 }
 
 fn gateway_config(http: &HttpArgs, kafka: &KafkaArgs) -> anyhow::Result<GatewayConfig> {
-    Ok(GatewayConfig {
-        listen: http.listen,
-        auth: http.auth()?,
-        max_wait: http.max_wait(),
-        topic: kafka.topic.clone(),
-    })
+    Ok(GatewayConfig { listen: http.listen, auth: http.auth()?, max_wait: http.max_wait(), topic: kafka.topic.clone() })
 }
 
 fn announce(gateway: &Gateway) -> anyhow::Result<()> {
@@ -326,68 +303,57 @@ fn announce(gateway: &Gateway) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_all(
-    db: DatabaseArgs,
-    kafka: KafkaArgs,
-    relay: RelayArgs,
-    http: HttpArgs,
-) -> anyhow::Result<()> {
+async fn run_all(db: DatabaseArgs, kafka: KafkaArgs, relay: RelayArgs, http: HttpArgs) -> anyhow::Result<()> {
+    type Task = tokio::task::JoinHandle<anyhow::Result<()>>;
     let pool = database(&db).await?;
     let bus = kafka.bus()?;
     let (tx, rx) = watch::channel(false);
     let stop = Stop(rx);
+    let mut tasks: Vec<(String, Task)> = Vec::new();
 
-    let relay = Relay::new(
-        kefu_store::PgEventStore::new(pool.clone()),
-        bus.clone(),
-        relay_options(&relay),
-    )?;
-    let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
-    {
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            relay.run(stop.wait()).await.map_err(Into::into)
-        }));
-    }
+    let relay = Relay::new(kefu_store::PgEventStore::new(pool.clone()), bus.clone(), relay_options(&relay))?;
+    let until = stop.wait();
+    tasks.push(("relay".into(), tokio::spawn(async move { relay.run(until).await.map_err(Into::into) })));
     for p in kefu_projections::all() {
+        let name = format!("projector {}", p.name());
         let runner = ProjectionRunner::new(pool.clone(), bus.clone(), p, RunnerOptions::default());
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            runner.run(stop.wait()).await.map_err(Into::into)
-        }));
+        let until = stop.wait();
+        tasks.push((name, tokio::spawn(async move { runner.run(until).await.map_err(Into::into) })));
     }
     let gateway = Gateway::bind(gateway_config(&http, &kafka)?, pool).await?;
     announce(&gateway)?;
-    {
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            gateway.serve(stop.wait()).await.map_err(Into::into)
-        }));
-    }
+    let until = stop.wait();
+    tasks.push(("gateway".into(), tokio::spawn(async move { gateway.serve(until).await.map_err(Into::into) })));
 
     // Stop everything on a signal, or when any part ends by itself (an error).
-    let mut tasks = futures::future::select_all(tasks);
+    let (names, handles): (Vec<String>, Vec<Task>) = tasks.into_iter().unzip();
+    let mut all = futures::future::select_all(handles);
     let early = tokio::select! {
         _ = shutdown_signal() => None,
-        (result, _, rest) = &mut tasks => Some((result, rest)),
+        (result, index, rest) = &mut all => Some((result, index, rest)),
     };
     let _ = tx.send(true);
-    let (first, rest) = match early {
-        Some((result, rest)) => (Some(result), rest),
-        None => (None, tasks.into_inner()),
-    };
     let mut outcome = Ok(());
-    if let Some(r) = first {
-        outcome = r
-            .context("a kefu component stopped")?
-            .context("a kefu component failed");
-    }
-    for t in rest {
-        match tokio::time::timeout(Duration::from_secs(15), t).await {
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "component failed while stopping"),
-            Ok(Err(e)) => tracing::error!(error = %e, "component panicked"),
-            Err(_) => tracing::warn!("a component did not stop within 15 s"),
-            Ok(Ok(Ok(()))) => {}
+    let rest: Vec<(String, Task)> = match early {
+        Some((result, index, rest)) => {
+            let name = &names[index];
+            outcome = match result {
+                Ok(Ok(())) => Err(anyhow::anyhow!("{name} stopped unexpectedly")),
+                Ok(Err(e)) => Err(e.context(format!("{name} failed"))),
+                Err(e) => Err(anyhow::anyhow!("{name} panicked: {e}")),
+            };
+            let remaining: Vec<String> =
+                names.iter().enumerate().filter(|(i, _)| *i != index).map(|(_, n)| n.clone()).collect();
+            remaining.into_iter().zip(rest).collect()
+        }
+        None => names.into_iter().zip(all.into_inner()).collect(),
+    };
+    for (name, task) in rest {
+        match tokio::time::timeout(Duration::from_secs(25), task).await {
+            Ok(Ok(Ok(()))) => tracing::debug!(component = %name, "stopped"),
+            Ok(Ok(Err(e))) => tracing::error!(component = %name, error = format!("{e:#}"), "failed while stopping"),
+            Ok(Err(e)) => tracing::error!(component = %name, error = %e, "panicked"),
+            Err(_) => tracing::warn!(component = %name, "did not stop within 25 s"),
         }
     }
     outcome
@@ -399,9 +365,7 @@ async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> 
         ProjectionsCommand::Status { db } => {
             let pool = database(&db).await?;
             let status = kefu_projections::progress::status(&pool).await?;
-            let head: i64 = sqlx::query_scalar("SELECT position FROM event_store.log_head")
-                .fetch_one(&pool)
-                .await?;
+            let head: i64 = sqlx::query_scalar("SELECT position FROM event_store.log_head").fetch_one(&pool).await?;
             println!("event store head: {head}");
             println!(
                 "{:<16} {:>4} {:<9} {:>14} {:>10} {:>10} {:>6}",
@@ -421,12 +385,7 @@ async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> 
                 for d in &s.dead_letters {
                     println!(
                         "    parked {} stream {} at position {} ({}): {} [{} later events skipped]",
-                        d.stream_type,
-                        d.stream_id,
-                        d.global_position,
-                        d.event_type,
-                        d.reason,
-                        d.skipped_events
+                        d.stream_type, d.stream_id, d.global_position, d.event_type, d.reason, d.skipped_events
                     );
                 }
             }
@@ -443,23 +402,17 @@ async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> 
                 anyhow::anyhow!("no projection `{name}`; known: {}", known.join(", "))
             })?;
             let mut last_report = std::time::Instant::now();
-            let report = kefu_projections::runner::rebuild(
-                &pool,
-                &bus,
-                projection,
-                &RunnerOptions::default(),
-                |p| {
-                    if last_report.elapsed() >= Duration::from_secs(1) {
-                        last_report = std::time::Instant::now();
-                        tracing::info!(
-                            consumed = p.records_consumed,
-                            published = p.records_published,
-                            lag = p.lag_events,
-                            "rebuilding"
-                        );
-                    }
-                },
-            )
+            let report = kefu_projections::runner::rebuild(&pool, &bus, projection, &RunnerOptions::default(), |p| {
+                if last_report.elapsed() >= Duration::from_secs(1) {
+                    last_report = std::time::Instant::now();
+                    tracing::info!(
+                        consumed = p.records_consumed,
+                        published = p.records_published,
+                        lag = p.lag_events,
+                        "rebuilding"
+                    );
+                }
+            })
             .await?;
             println!(
                 "{name}: generation {} built from {} records in {:.1}s and now serves queries{}",
@@ -468,9 +421,7 @@ async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> 
                 report.elapsed.as_secs_f64(),
                 report
                     .replaced
-                    .map(|g| format!(
-                        " (generation {g} retired; drop it with `kefu projections prune {name}`)"
-                    ))
+                    .map(|g| format!(" (generation {g} retired; drop it with `kefu projections prune {name}`)"))
                     .unwrap_or_default()
             );
             Ok(())

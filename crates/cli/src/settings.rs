@@ -56,39 +56,23 @@ impl DatabaseArgs {
 #[derive(Args, Debug, Clone)]
 pub struct KafkaArgs {
     /// Bootstrap servers.
-    #[arg(
-        long = "kafka-brokers",
-        env = "KEFU_KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
+    #[arg(long = "kafka-brokers", env = "KEFU_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
     /// The event topic.
     #[arg(long = "kafka-topic", env = "KEFU_KAFKA_TOPIC", default_value = kefu_bus::DEFAULT_TOPIC)]
     pub topic: String,
     /// Partitions when kefu creates the topic (fixed for the topic's life).
-    #[arg(
-        long = "kafka-partitions",
-        env = "KEFU_KAFKA_PARTITIONS",
-        default_value_t = 6
-    )]
+    #[arg(long = "kafka-partitions", env = "KEFU_KAFKA_PARTITIONS", default_value_t = 6)]
     pub partitions: i32,
     /// Replication factor when kefu creates the topic.
-    #[arg(
-        long = "kafka-replication-factor",
-        env = "KEFU_KAFKA_REPLICATION_FACTOR",
-        default_value_t = 1
-    )]
+    #[arg(long = "kafka-replication-factor", env = "KEFU_KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
     pub replication_factor: i32,
     /// Whether kefu may create the topic.
     #[arg(long = "kafka-create-topic", env = "KEFU_KAFKA_CREATE_TOPIC", default_value_t = true, action = clap::ArgAction::Set)]
     pub create_topic: bool,
     /// Extra librdkafka properties, comma separated `key=value` (e.g.
     /// `security.protocol=SASL_SSL,sasl.mechanisms=PLAIN`).
-    #[arg(
-        long = "kafka-properties",
-        env = "KEFU_KAFKA_PROPERTIES",
-        default_value = ""
-    )]
+    #[arg(long = "kafka-properties", env = "KEFU_KAFKA_PROPERTIES", default_value = "")]
     pub properties: Secret,
 }
 
@@ -99,23 +83,25 @@ impl KafkaArgs {
         bus.partitions = self.partitions;
         bus.replication_factor = self.replication_factor;
         bus.create_topic = self.create_topic;
-        for pair in self
-            .properties
-            .0
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            let (k, v) = pair.split_once('=').ok_or_else(|| {
-                anyhow::anyhow!("KEFU_KAFKA_PROPERTIES: `{pair}` is not key=value")
-            })?;
-            bus.client_properties
-                .push((k.trim().to_string(), v.trim().to_string()));
+        // Split on commas, but a piece without `=` continues the previous value, so
+        // list-valued properties work: `debug=cgrp,fetch,security.protocol=SSL`.
+        let mut pairs: Vec<String> = Vec::new();
+        for piece in self.properties.0.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match pairs.last_mut() {
+                Some(last) if !piece.contains('=') => {
+                    last.push(',');
+                    last.push_str(piece);
+                }
+                _ => pairs.push(piece.to_string()),
+            }
         }
-        anyhow::ensure!(
-            bus.partitions >= 1,
-            "KEFU_KAFKA_PARTITIONS must be at least 1"
-        );
+        for pair in pairs {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("KEFU_KAFKA_PROPERTIES: `{pair}` is not key=value"))?;
+            bus.client_properties.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        anyhow::ensure!(bus.partitions >= 1, "KEFU_KAFKA_PARTITIONS must be at least 1");
         Ok(bus)
     }
 }
@@ -196,33 +182,16 @@ impl HttpArgs {
             }
             AuthMode::Jwt => match (&self.jwt_secret, &self.jwt_public_key_file) {
                 (Some(secret), None) => {
-                    anyhow::ensure!(
-                        secret.0.len() >= 32,
-                        "KEFU_JWT_SECRET must have at least 32 characters"
-                    );
-                    Ok(AuthConfig::hs256(
-                        secret.0.as_bytes(),
-                        self.jwt_issuer.as_deref(),
-                        self.jwt_audience.as_deref(),
-                    ))
+                    anyhow::ensure!(secret.0.len() >= 32, "KEFU_JWT_SECRET must have at least 32 characters");
+                    Ok(AuthConfig::hs256(secret.0.as_bytes(), self.jwt_issuer.as_deref(), self.jwt_audience.as_deref()))
                 }
                 (None, Some(path)) => {
-                    let pem = std::fs::read(path).map_err(|e| {
-                        anyhow::anyhow!(
-                            "cannot read KEFU_JWT_PUBLIC_KEY_FILE {}: {e}",
-                            path.display()
-                        )
-                    })?;
-                    AuthConfig::public_key(
-                        &pem,
-                        self.jwt_issuer.as_deref(),
-                        self.jwt_audience.as_deref(),
-                    )
-                    .map_err(|e| anyhow::anyhow!(e))
+                    let pem = std::fs::read(path)
+                        .map_err(|e| anyhow::anyhow!("cannot read KEFU_JWT_PUBLIC_KEY_FILE {}: {e}", path.display()))?;
+                    AuthConfig::public_key(&pem, self.jwt_issuer.as_deref(), self.jwt_audience.as_deref())
+                        .map_err(|e| anyhow::anyhow!(e))
                 }
-                (Some(_), Some(_)) => anyhow::bail!(
-                    "set either KEFU_JWT_SECRET or KEFU_JWT_PUBLIC_KEY_FILE, not both"
-                ),
+                (Some(_), Some(_)) => anyhow::bail!("set either KEFU_JWT_SECRET or KEFU_JWT_PUBLIC_KEY_FILE, not both"),
                 (None, None) => anyhow::bail!(
                     "KEFU_AUTH_MODE=jwt needs KEFU_JWT_SECRET or KEFU_JWT_PUBLIC_KEY_FILE (or KEFU_AUTH_MODE=dev locally)"
                 ),
@@ -263,14 +232,13 @@ mod tests {
         };
         let bus = k.bus().unwrap();
         assert_eq!(bus.client_properties.len(), 2);
+        assert_eq!(bus.client_properties[0], ("security.protocol".into(), "SASL_SSL".into()));
+        let listed = KafkaArgs { properties: Secret("debug=cgrp,fetch,client.rack=r1".into()), ..k.clone() };
         assert_eq!(
-            bus.client_properties[0],
-            ("security.protocol".into(), "SASL_SSL".into())
+            listed.bus().unwrap().client_properties,
+            vec![("debug".into(), "cgrp,fetch".into()), ("client.rack".into(), "r1".into())]
         );
-        let bad = KafkaArgs {
-            properties: Secret("nonsense".into()),
-            ..k
-        };
+        let bad = KafkaArgs { properties: Secret("nonsense".into()), ..k };
         assert!(bad.bus().is_err());
     }
 }

@@ -4,9 +4,7 @@
 
 use std::fmt::Write;
 
-use prost_reflect::{
-    Cardinality, EnumDescriptor, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor,
-};
+use prost_reflect::{Cardinality, EnumDescriptor, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor};
 
 use crate::Contract;
 
@@ -20,14 +18,7 @@ fn comment(file: &FileDescriptor, path: &[i32]) -> String {
         .iter()
         .find(|l| l.path == path)
         .and_then(|l| l.leading_comments.clone())
-        .map(|c| {
-            c.lines()
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join(" ")
-                .trim()
-                .to_string()
-        })
+        .map(|c| c.lines().map(str::trim).collect::<Vec<_>>().join(" ").trim().to_string())
         .unwrap_or_default()
 }
 
@@ -39,11 +30,7 @@ fn type_name(field: &FieldDescriptor) -> String {
     };
     match field.cardinality() {
         Cardinality::Repeated => format!("repeated {base}"),
-        _ if field
-            .field_descriptor_proto()
-            .proto3_optional
-            .unwrap_or(false) =>
-        {
+        _ if field.field_descriptor_proto().proto3_optional.unwrap_or(false) => {
             format!("optional {base}")
         }
         _ => base,
@@ -53,11 +40,7 @@ fn type_name(field: &FieldDescriptor) -> String {
 fn field_table(out: &mut String, message: &MessageDescriptor, skip_oneof: bool) {
     out.push_str("| # | Field (JSON name) | Type | Meaning |\n|---|---|---|---|\n");
     for field in message.fields() {
-        if skip_oneof
-            && field
-                .containing_oneof()
-                .is_some_and(|o| o.name() == "payload")
-        {
+        if skip_oneof && field.containing_oneof().is_some_and(|o| o.name() == "payload") {
             continue;
         }
         let _ = writeln!(
@@ -75,13 +58,7 @@ fn field_table(out: &mut String, message: &MessageDescriptor, skip_oneof: bool) 
 fn enum_table(out: &mut String, e: &EnumDescriptor) {
     out.push_str("| Value | Number | Meaning |\n|---|---|---|\n");
     for v in e.values() {
-        let _ = writeln!(
-            out,
-            "| `{}` | {} | {} |",
-            v.name(),
-            v.number(),
-            comment(&e.parent_file(), v.path())
-        );
+        let _ = writeln!(out, "| `{}` | {} | {} |", v.name(), v.number(), comment(&e.parent_file(), v.path()));
     }
     out.push('\n');
 }
@@ -108,21 +85,11 @@ pub fn render() -> String {
 
     let examples = kefu_domain::example_events();
     out.push_str("## Events\n\n");
-    out.push_str(
-        "| Stream type | Event type | Schema version | Envelope field |\n|---|---|---|---|\n",
-    );
+    out.push_str("| Stream type | Event type | Schema version | Envelope field |\n|---|---|---|---|\n");
     for (stream, types) in kefu_domain::all_event_types() {
         for event_type in types {
-            let number = contract
-                .members
-                .get(*event_type)
-                .map(|f| f.number())
-                .unwrap_or_default();
-            let version = examples
-                .iter()
-                .find(|e| e.event_type == *event_type)
-                .map(|e| e.schema_version)
-                .unwrap_or(1);
+            let number = contract.members.get(*event_type).map(|f| f.number()).unwrap_or_default();
+            let version = examples.iter().find(|e| e.event_type == *event_type).map(|e| e.schema_version).unwrap_or(1);
             let _ = writeln!(
                 out,
                 "| `{stream}` | [`{event_type}`](#{}) | {version} | {number} |",
@@ -161,29 +128,16 @@ pub fn render() -> String {
         .collect();
     messages.sort_by(|a, b| a.name().cmp(b.name()));
     for m in messages {
-        let _ = writeln!(
-            out,
-            "### {}\n\n{}\n",
-            m.name(),
-            comment(&m.parent_file(), m.path())
-        );
+        let _ = writeln!(out, "### {}\n\n{}\n", m.name(), comment(&m.parent_file(), m.path()));
         field_table(&mut out, &m, false);
     }
 
     out.push_str("## Vocabularies\n\n");
-    let mut enums: Vec<EnumDescriptor> = contract
-        .pool()
-        .all_enums()
-        .filter(|e| e.package_name() == "kefu.v1")
-        .collect();
+    let mut enums: Vec<EnumDescriptor> =
+        contract.pool().all_enums().filter(|e| e.package_name() == "kefu.v1").collect();
     enums.sort_by(|a, b| a.name().cmp(b.name()));
     for e in enums {
-        let _ = writeln!(
-            out,
-            "### {}\n\n{}\n",
-            e.name(),
-            comment(&e.parent_file(), e.path())
-        );
+        let _ = writeln!(out, "### {}\n\n{}\n", e.name(), comment(&e.parent_file(), e.path()));
         enum_table(&mut out, &e);
     }
     while out.ends_with("\n\n") {

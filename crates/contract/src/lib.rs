@@ -15,8 +15,7 @@ use std::{collections::HashMap, sync::OnceLock};
 use kefu_app::RecordedEvent;
 use prost::Message;
 use prost_reflect::{
-    DescriptorPool, DeserializeOptions, DynamicMessage, FieldDescriptor, MessageDescriptor,
-    SerializeOptions,
+    DescriptorPool, DeserializeOptions, DynamicMessage, FieldDescriptor, MessageDescriptor, SerializeOptions,
 };
 
 pub mod catalogue;
@@ -34,9 +33,7 @@ pub const CONTENT_TYPE: &str = "application/x-protobuf; messageType=kefu.v1.Enve
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContractError {
     /// The event type has no member in the envelope's `payload` oneof.
-    #[error(
-        "event type `{0}` is not in proto/ (no member of Envelope.payload has that message type)"
-    )]
+    #[error("event type `{0}` is not in proto/ (no member of Envelope.payload has that message type)")]
     UnknownEventType(String),
     /// The payload does not fit its message definition.
     #[error("{event_type} does not match proto/: {reason}")]
@@ -66,17 +63,14 @@ impl Contract {
             // The descriptor set is produced by our own build script from proto/; if it does
             // not load, the binary is broken and nothing can be published.
             #[allow(clippy::expect_used)]
-            let pool =
-                DescriptorPool::decode(DESCRIPTOR_SET).expect("embedded descriptor set is valid");
+            let pool = DescriptorPool::decode(DESCRIPTOR_SET).expect("embedded descriptor set is valid");
             Contract::from_pool(pool)
         })
     }
 
     fn from_pool(pool: DescriptorPool) -> Contract {
         #[allow(clippy::expect_used)]
-        let envelope = pool
-            .get_message_by_name(ENVELOPE)
-            .expect("proto/ defines kefu.v1.Envelope");
+        let envelope = pool.get_message_by_name(ENVELOPE).expect("proto/ defines kefu.v1.Envelope");
         let mut members = HashMap::new();
         if let Some(oneof) = envelope.oneofs().find(|o| o.name() == "payload") {
             for field in oneof.fields() {
@@ -85,11 +79,7 @@ impl Contract {
                 }
             }
         }
-        Contract {
-            pool,
-            envelope,
-            members,
-        }
+        Contract { pool, envelope, members }
     }
 
     /// The descriptor pool (every message and enum of `proto/`).
@@ -124,15 +114,8 @@ impl Contract {
         payload: &serde_json::Value,
     ) -> Result<DynamicMessage, ContractError> {
         let desc = self.payload_descriptor(event_type)?;
-        DynamicMessage::deserialize_with_options(
-            desc,
-            payload,
-            &DeserializeOptions::new().deny_unknown_fields(true),
-        )
-        .map_err(|e| ContractError::PayloadMismatch {
-            event_type: event_type.to_string(),
-            reason: e.to_string(),
-        })
+        DynamicMessage::deserialize_with_options(desc, payload, &DeserializeOptions::new().deny_unknown_fields(true))
+            .map_err(|e| ContractError::PayloadMismatch { event_type: event_type.to_string(), reason: e.to_string() })
     }
 
     /// Builds the envelope message for an event.
@@ -141,8 +124,7 @@ impl Contract {
             .members
             .get(&event.event_type)
             .ok_or_else(|| ContractError::UnknownEventType(event.event_type.clone()))?;
-        let mut json =
-            serde_json::to_value(event).map_err(|e| ContractError::Malformed(e.to_string()))?;
+        let mut json = serde_json::to_value(event).map_err(|e| ContractError::Malformed(e.to_string()))?;
         if let serde_json::Value::Object(map) = &mut json {
             let payload = map.remove("payload").unwrap_or_default();
             map.insert(member.json_name().to_string(), payload);
@@ -152,10 +134,7 @@ impl Contract {
             &json,
             &DeserializeOptions::new().deny_unknown_fields(true),
         )
-        .map_err(|e| ContractError::PayloadMismatch {
-            event_type: event.event_type.clone(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| ContractError::PayloadMismatch { event_type: event.event_type.clone(), reason: e.to_string() })
     }
 
     /// Encodes an event as a binary `kefu.v1.Envelope`.
@@ -171,23 +150,12 @@ impl Contract {
     }
 
     /// Converts an envelope message into a [`RecordedEvent`].
-    pub fn from_envelope_message(
-        &self,
-        message: &DynamicMessage,
-    ) -> Result<RecordedEvent, ContractError> {
+    pub fn from_envelope_message(&self, message: &DynamicMessage) -> Result<RecordedEvent, ContractError> {
         let mut json = to_json(message)?;
-        let map = json
-            .as_object_mut()
-            .ok_or_else(|| ContractError::Malformed("envelope is not an object".into()))?;
-        let event_type = map
-            .get("eventType")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
-        let member = self
-            .members
-            .get(&event_type)
-            .ok_or_else(|| ContractError::UnknownEventType(event_type.clone()))?;
+        let map = json.as_object_mut().ok_or_else(|| ContractError::Malformed("envelope is not an object".into()))?;
+        let event_type = map.get("eventType").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let member =
+            self.members.get(&event_type).ok_or_else(|| ContractError::UnknownEventType(event_type.clone()))?;
         if !message.has_field(member) {
             return Err(ContractError::Malformed(format!(
                 "eventType is {event_type} but the payload is not a {event_type}"
@@ -206,9 +174,7 @@ impl Contract {
 /// Prints a message as proto3 JSON with every non-optional field present and 64-bit integers
 /// as numbers (how kefu stores payloads).
 pub fn to_json(message: &DynamicMessage) -> Result<serde_json::Value, ContractError> {
-    let options = SerializeOptions::new()
-        .stringify_64_bit_integers(false)
-        .skip_default_fields(false);
+    let options = SerializeOptions::new().stringify_64_bit_integers(false).skip_default_fields(false);
     message
         .serialize_with_options(serde_json::value::Serializer, &options)
         .map_err(|e| ContractError::Malformed(e.to_string()))
@@ -261,34 +227,19 @@ mod tests {
     #[test]
     fn unknown_payload_fields_are_refused() {
         let contract = Contract::get();
-        let mut event = recorded(
-            "ConsentGranted",
-            serde_json::json!({"purpose": "CONSENT_PURPOSE_SURVEYS"}),
-        );
+        let mut event = recorded("ConsentGranted", serde_json::json!({"purpose": "CONSENT_PURPOSE_SURVEYS"}));
         assert!(contract.encode(&event).is_ok());
         event.payload = serde_json::json!({"purpose": "CONSENT_PURPOSE_SURVEYS", "mood": "happy"});
         let err = contract.encode(&event).unwrap_err();
-        assert!(
-            matches!(err, ContractError::PayloadMismatch { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, ContractError::PayloadMismatch { .. }), "{err}");
         event.event_type = "SomethingElse".into();
-        assert_eq!(
-            contract.encode(&event).unwrap_err(),
-            ContractError::UnknownEventType("SomethingElse".into())
-        );
+        assert_eq!(contract.encode(&event).unwrap_err(), ContractError::UnknownEventType("SomethingElse".into()));
     }
 
     #[test]
     fn garbage_is_malformed_not_a_panic() {
         let contract = Contract::get();
-        assert!(matches!(
-            contract.decode(b"\xff\xff\xff"),
-            Err(ContractError::Malformed(_))
-        ));
-        assert!(matches!(
-            contract.decode(b""),
-            Err(ContractError::UnknownEventType(_))
-        ));
+        assert!(matches!(contract.decode(b"\xff\xff\xff"), Err(ContractError::Malformed(_))));
+        assert!(matches!(contract.decode(b""), Err(ContractError::UnknownEventType(_))));
     }
 }

@@ -48,16 +48,10 @@ fn json_paths(value: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String
 #[test]
 fn every_rust_event_type_is_in_proto_and_nothing_else_is() {
     let contract = Contract::get();
-    let mut rust: Vec<&str> = kefu_domain::all_event_types()
-        .into_iter()
-        .flat_map(|(_, types)| types.iter().copied())
-        .collect();
+    let mut rust: Vec<&str> =
+        kefu_domain::all_event_types().into_iter().flat_map(|(_, types)| types.iter().copied()).collect();
     rust.sort_unstable();
-    assert_eq!(
-        rust,
-        contract.event_types(),
-        "Envelope.payload members vs Rust event types"
-    );
+    assert_eq!(rust, contract.event_types(), "Envelope.payload members vs Rust event types");
 }
 
 #[test]
@@ -65,17 +59,11 @@ fn every_event_field_is_on_both_sides() {
     let contract = Contract::get();
     let mut seen: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for example in kefu_domain::example_events() {
-        json_paths(
-            &example.payload,
-            "",
-            seen.entry(example.event_type).or_default(),
-        );
+        json_paths(&example.payload, "", seen.entry(example.event_type).or_default());
     }
     for (_, types) in kefu_domain::all_event_types() {
         for event_type in types.iter() {
-            let rust = seen
-                .get(event_type)
-                .unwrap_or_else(|| panic!("{event_type} has no example in the domain"));
+            let rust = seen.get(event_type).unwrap_or_else(|| panic!("{event_type} has no example in the domain"));
             let desc = contract.payload_descriptor(event_type).unwrap();
             let mut proto = BTreeSet::new();
             proto_paths(&desc, "", &mut proto);
@@ -94,38 +82,21 @@ fn every_event_field_is_on_both_sides() {
 fn every_vocabulary_matches_its_proto_enum() {
     let contract = Contract::get();
     let mut rust = kefu_domain::vocab::all_vocabularies();
-    rust.push((
-        kefu_app::ActorKind::NAME,
-        kefu_app::ActorKind::ALL
-            .iter()
-            .map(|v| v.wire_name())
-            .collect(),
-    ));
+    rust.push((kefu_app::ActorKind::NAME, kefu_app::ActorKind::ALL.iter().map(|v| v.wire_name()).collect()));
     let mut checked = BTreeSet::new();
     for (name, values) in rust {
         let e = contract
             .pool()
             .get_enum_by_name(&format!("kefu.v1.{name}"))
             .unwrap_or_else(|| panic!("proto/ has no enum {name}"));
-        let proto: Vec<String> = e
-            .values()
-            .map(|v| v.name().to_string())
-            .filter(|v| !v.ends_with("_UNSPECIFIED"))
-            .collect();
+        let proto: Vec<String> =
+            e.values().map(|v| v.name().to_string()).filter(|v| !v.ends_with("_UNSPECIFIED")).collect();
         assert_eq!(proto, values, "values of {name}");
         assert_eq!(e.values().next().map(|v| v.number()), Some(0));
         checked.insert(name.to_string());
     }
-    for e in contract
-        .pool()
-        .all_enums()
-        .filter(|e| e.package_name() == "kefu.v1")
-    {
-        assert!(
-            checked.contains(e.name()),
-            "proto enum {} has no Rust vocabulary",
-            e.name()
-        );
+    for e in contract.pool().all_enums().filter(|e| e.package_name() == "kefu.v1") {
+        assert!(checked.contains(e.name()), "proto enum {} has no Rust vocabulary", e.name());
     }
 }
 
@@ -166,11 +137,7 @@ fn the_envelope_fields_are_the_recorded_event_fields() {
         .flat_map(|o| o.fields().collect::<Vec<_>>())
         .map(|f| f.json_name().to_string())
         .collect();
-    proto.retain(|p| {
-        !members
-            .iter()
-            .any(|m| p == m || p.starts_with(&format!("{m}.")))
-    });
+    proto.retain(|p| !members.iter().any(|m| p == m || p.starts_with(&format!("{m}."))));
     assert_eq!(rust, proto);
 }
 

@@ -36,9 +36,7 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
 /// An event type family. Serialised with serde's external tagging, so the JSON of an event is
 /// `{"EventType": {payload}}`; the tag is the event type stored in the envelope and the name
 /// of the protobuf message in `proto/`.
-pub trait DomainEvent:
-    Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static
-{
+pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static {
     /// Every event type of the family (protobuf message names).
     const EVENT_TYPES: &'static [&'static str];
 
@@ -54,9 +52,9 @@ pub trait DomainEvent:
     fn to_payload(&self) -> Result<(&'static str, serde_json::Value), serde_json::Error> {
         let tagged = serde_json::to_value(self)?;
         let payload = match tagged {
-            serde_json::Value::Object(mut map) => map
-                .remove(self.event_type())
-                .unwrap_or(serde_json::Value::Object(Default::default())),
+            serde_json::Value::Object(mut map) => {
+                map.remove(self.event_type()).unwrap_or(serde_json::Value::Object(Default::default()))
+            }
             // unit variants serialise as a bare string
             _ => serde_json::Value::Object(Default::default()),
         };
@@ -64,10 +62,7 @@ pub trait DomainEvent:
     }
 
     /// Rebuilds an event from its type and payload JSON.
-    fn from_payload(
-        event_type: &str,
-        payload: serde_json::Value,
-    ) -> Result<Self, serde_json::Error> {
+    fn from_payload(event_type: &str, payload: serde_json::Value) -> Result<Self, serde_json::Error> {
         let mut map = serde_json::Map::new();
         map.insert(event_type.to_string(), payload);
         serde_json::from_value(serde_json::Value::Object(map))

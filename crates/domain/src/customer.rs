@@ -15,8 +15,8 @@ use crate::{
     Aggregate, DomainError, Patch, event_family,
     values::{Address, Email, Label, Name, PhoneNumber, StaffRef, Text},
     vocab::{
-        Channel, ConsentPurpose, CustomerKind, Gender, Industry, LifecycleSegment, ProfileField,
-        Scale, Tenure, ValueTier,
+        Channel, ConsentPurpose, CustomerKind, Gender, Industry, LifecycleSegment, ProfileField, Scale, Tenure,
+        ValueTier,
     },
 };
 
@@ -397,27 +397,15 @@ impl Customer {
     }
 
     fn registered(&self, id: Uuid) -> Result<&CustomerRegistered, DomainError> {
-        self.registration
-            .as_ref()
-            .ok_or_else(|| DomainError::NotFound {
-                entity: "customer",
-                id: id.to_string(),
-            })
+        self.registration.as_ref().ok_or_else(|| DomainError::NotFound { entity: "customer", id: id.to_string() })
     }
 }
 
-fn check_contacts(
-    kind: CustomerKind,
-    contacts: &Contacts,
-    key_contacts: &[KeyContact],
-) -> Result<(), DomainError> {
+fn check_contacts(kind: CustomerKind, contacts: &Contacts, key_contacts: &[KeyContact]) -> Result<(), DomainError> {
     if let (Some(p), Some(b)) = (&contacts.phone, &contacts.backup_phone)
         && p == b
     {
-        return Err(DomainError::invalid(
-            "backupPhone",
-            "the backup phone must differ from the main phone",
-        ));
+        return Err(DomainError::invalid("backupPhone", "the backup phone must differ from the main phone"));
     }
     if kind == CustomerKind::Person && !key_contacts.is_empty() {
         return Err(DomainError::invalid(
@@ -460,19 +448,9 @@ impl Aggregate for Customer {
                 }
                 // A refusal without earlier consent is still recorded: the customer said no.
                 let event = if c.granted {
-                    ConsentGranted {
-                        purpose: c.purpose,
-                        channel: c.channel,
-                        note: c.note.clone(),
-                    }
-                    .into()
+                    ConsentGranted { purpose: c.purpose, channel: c.channel, note: c.note.clone() }.into()
                 } else {
-                    ConsentWithdrawn {
-                        purpose: c.purpose,
-                        channel: c.channel,
-                        note: c.note.clone(),
-                    }
-                    .into()
+                    ConsentWithdrawn { purpose: c.purpose, channel: c.channel, note: c.note.clone() }.into()
                 };
                 Ok(vec![event])
             }
@@ -488,9 +466,7 @@ impl Aggregate for Customer {
                 }
             }
             CustomerEvent::CustomerClassified(e) => self.classification = e.classification.clone(),
-            CustomerEvent::AccountManagerAssigned(e) => {
-                self.account_manager = Some(e.manager.clone())
-            }
+            CustomerEvent::AccountManagerAssigned(e) => self.account_manager = Some(e.manager.clone()),
             CustomerEvent::ConsentGranted(e) => {
                 self.consents.insert(e.purpose, true);
             }
@@ -544,35 +520,22 @@ pub fn apply_profile_update(r: &mut CustomerRegistered, e: &CustomerProfileUpdat
 impl Customer {
     fn register(&self, c: &RegisterCustomer) -> Result<Vec<CustomerEvent>, DomainError> {
         if self.is_registered() {
-            return Err(DomainError::AlreadyExists {
-                entity: "customer",
-                id: c.customer_id.to_string(),
-            });
+            return Err(DomainError::AlreadyExists { entity: "customer", id: c.customer_id.to_string() });
         }
         check_contacts(c.kind, &c.contacts, &c.key_contacts)?;
         let is_person = c.kind == CustomerKind::Person;
         if !is_person && (c.gender.is_some() || c.birth_date.is_some()) {
             return Err(DomainError::invalid(
-                if c.gender.is_some() {
-                    "gender"
-                } else {
-                    "birthDate"
-                },
+                if c.gender.is_some() { "gender" } else { "birthDate" },
                 "only persons have a gender or a birth date",
             ));
         }
         match (c.kind, &c.department_code) {
             (CustomerKind::InternalDepartment, None) => {
-                return Err(DomainError::invalid(
-                    "departmentCode",
-                    "an internal department needs its department code",
-                ));
+                return Err(DomainError::invalid("departmentCode", "an internal department needs its department code"));
             }
             (CustomerKind::Person | CustomerKind::Organization, Some(_)) => {
-                return Err(DomainError::invalid(
-                    "departmentCode",
-                    "only internal departments have a department code",
-                ));
+                return Err(DomainError::invalid("departmentCode", "only internal departments have a department code"));
             }
             _ => {}
         }
@@ -595,22 +558,11 @@ impl Customer {
         if let Some(classification) = &c.classification
             && *classification != Classification::default()
         {
-            events.push(
-                CustomerClassified {
-                    classification: classification.clone(),
-                }
-                .into(),
-            );
+            events.push(CustomerClassified { classification: classification.clone() }.into());
         }
         if let Some(manager) = &c.account_manager {
-            events.push(
-                AccountManagerAssigned {
-                    manager: manager.clone(),
-                    previous_manager: None,
-                    reason: None,
-                }
-                .into(),
-            );
+            events
+                .push(AccountManagerAssigned { manager: manager.clone(), previous_manager: None, reason: None }.into());
         }
         Ok(events)
     }
@@ -620,11 +572,7 @@ impl Customer {
         let is_person = r.kind == CustomerKind::Person;
         if !is_person && (c.gender.set_value().is_some() || c.birth_date.set_value().is_some()) {
             return Err(DomainError::invalid(
-                if c.gender.set_value().is_some() {
-                    "gender"
-                } else {
-                    "birthDate"
-                },
+                if c.gender.set_value().is_some() { "gender" } else { "birthDate" },
                 "only persons have a gender or a birth date",
             ));
         }
@@ -699,12 +647,7 @@ impl Customer {
         if after == *now {
             return Ok(vec![]);
         }
-        Ok(vec![
-            CustomerClassified {
-                classification: after,
-            }
-            .into(),
-        ])
+        Ok(vec![CustomerClassified { classification: after }.into()])
     }
 }
 
@@ -784,10 +727,7 @@ pub mod examples {
                 name: name("华北制造有限公司"),
                 gender: None,
                 birth_date: None,
-                contacts: Contacts {
-                    phone: Some(phone("010-8888 1234")),
-                    ..Contacts::default()
-                },
+                contacts: Contacts { phone: Some(phone("010-8888 1234")), ..Contacts::default() },
                 key_contacts: vec![KeyContact {
                     name: name("韩梅梅"),
                     role: Some(label("采购经理")),
@@ -831,18 +771,14 @@ pub mod examples {
     /// Examples of every customer event; together they fill every optional field.
     pub fn all_events() -> Vec<CustomerEvent> {
         let (_, department) = register_department();
-        let Some(CustomerEvent::CustomerRegistered(department)) = Customer::default()
-            .decide(&CustomerCommand::Register(department))
-            .ok()
-            .and_then(|mut v| v.pop())
+        let Some(CustomerEvent::CustomerRegistered(department)) =
+            Customer::default().decide(&CustomerCommand::Register(department)).ok().and_then(|mut v| v.pop())
         else {
             panic!("example department must be accepted");
         };
         let (_, person) = register_person();
-        let Some(CustomerEvent::CustomerRegistered(registered)) = Customer::default()
-            .decide(&CustomerCommand::Register(person))
-            .ok()
-            .and_then(|mut v| v.pop())
+        let Some(CustomerEvent::CustomerRegistered(registered)) =
+            Customer::default().decide(&CustomerCommand::Register(person)).ok().and_then(|mut v| v.pop())
         else {
             panic!("example registration must be accepted");
         };
@@ -911,113 +847,76 @@ mod tests {
 
     fn registered_person() -> (Uuid, Vec<CustomerEvent>) {
         let (id, cmd) = register_person();
-        let events = Customer::default()
-            .decide(&CustomerCommand::Register(cmd))
-            .unwrap();
+        let events = Customer::default().decide(&CustomerCommand::Register(cmd)).unwrap();
         (id, events)
     }
 
     #[test]
     fn registering_records_the_file() {
         let (id, cmd) = register_person();
-        let state = given::<Customer>([])
-            .when(CustomerCommand::Register(cmd.clone()))
-            .then([CustomerRegistered {
-                customer_id: id,
-                kind: CustomerKind::Person,
-                name: cmd.name.clone(),
-                gender: cmd.gender,
-                birth_date: cmd.birth_date,
-                contacts: cmd.contacts.clone(),
-                key_contacts: vec![],
-                department_code: None,
-                needs: cmd.needs.clone(),
-                preferences: cmd.preferences.clone(),
-                external_ref: cmd.external_ref.clone(),
-            }
-            .into()]);
+        let state = given::<Customer>([]).when(CustomerCommand::Register(cmd.clone())).then([CustomerRegistered {
+            customer_id: id,
+            kind: CustomerKind::Person,
+            name: cmd.name.clone(),
+            gender: cmd.gender,
+            birth_date: cmd.birth_date,
+            contacts: cmd.contacts.clone(),
+            key_contacts: vec![],
+            department_code: None,
+            needs: cmd.needs.clone(),
+            preferences: cmd.preferences.clone(),
+            external_ref: cmd.external_ref.clone(),
+        }
+        .into()]);
         assert!(state.is_registered());
     }
 
     #[test]
     fn registering_with_classification_and_manager_records_three_facts() {
         let (_, cmd) = register_organization();
-        let events = given::<Customer>([])
-            .when(CustomerCommand::Register(cmd))
-            .then_count(3);
+        let events = given::<Customer>([]).when(CustomerCommand::Register(cmd)).then_count(3);
         let types: Vec<_> = events.iter().map(|e| e.event_type()).collect();
-        assert_eq!(
-            types,
-            [
-                "CustomerRegistered",
-                "CustomerClassified",
-                "AccountManagerAssigned"
-            ]
-        );
+        assert_eq!(types, ["CustomerRegistered", "CustomerClassified", "AccountManagerAssigned"]);
     }
 
     #[test]
     fn registering_twice_is_refused() {
         let (_, events) = registered_person();
         let (_, cmd) = register_person();
-        let err = given::<Customer>(events)
-            .when(CustomerCommand::Register(cmd))
-            .then_err();
-        assert!(matches!(
-            err,
-            DomainError::AlreadyExists {
-                entity: "customer",
-                ..
-            }
-        ));
+        let err = given::<Customer>(events).when(CustomerCommand::Register(cmd)).then_err();
+        assert!(matches!(err, DomainError::AlreadyExists { entity: "customer", .. }));
     }
 
     #[test]
     fn registration_rules() {
         let (_, mut cmd) = register_person();
         cmd.contacts.backup_phone = cmd.contacts.phone.clone();
-        given::<Customer>([])
-            .when(CustomerCommand::Register(cmd))
-            .then_invalid("backupPhone");
+        given::<Customer>([]).when(CustomerCommand::Register(cmd)).then_invalid("backupPhone");
 
         let (_, mut cmd) = register_person();
         cmd.key_contacts = register_organization().1.key_contacts;
-        given::<Customer>([])
-            .when(CustomerCommand::Register(cmd))
-            .then_invalid("keyContacts");
+        given::<Customer>([]).when(CustomerCommand::Register(cmd)).then_invalid("keyContacts");
 
         let (_, mut cmd) = register_organization();
         cmd.kind = CustomerKind::InternalDepartment;
-        given::<Customer>([])
-            .when(CustomerCommand::Register(cmd))
-            .then_invalid("departmentCode");
+        given::<Customer>([]).when(CustomerCommand::Register(cmd)).then_invalid("departmentCode");
 
         let (_, mut cmd) = register_organization();
         cmd.gender = Some(Gender::Female);
-        given::<Customer>([])
-            .when(CustomerCommand::Register(cmd))
-            .then_invalid("gender");
+        given::<Customer>([]).when(CustomerCommand::Register(cmd)).then_invalid("gender");
     }
 
     #[test]
     fn commands_on_an_unknown_customer_are_not_found() {
         let id = Uuid::nil();
         let err = given::<Customer>([])
-            .when(CustomerCommand::AssignAccountManager(
-                AssignAccountManager {
-                    customer_id: id,
-                    manager: staff("a", "A"),
-                    reason: None,
-                },
-            ))
+            .when(CustomerCommand::AssignAccountManager(AssignAccountManager {
+                customer_id: id,
+                manager: staff("a", "A"),
+                reason: None,
+            }))
             .then_err();
-        assert!(matches!(
-            err,
-            DomainError::NotFound {
-                entity: "customer",
-                ..
-            }
-        ));
+        assert!(matches!(err, DomainError::NotFound { entity: "customer", .. }));
     }
 
     #[test]
@@ -1026,15 +925,14 @@ mod tests {
         let (_, cmd) = register_person();
         let update = UpdateCustomerProfile {
             customer_id: id,
-            name: Some(cmd.name.clone()), // same: not recorded
+            name: Some(cmd.name.clone()),                           // same: not recorded
             email: Patch::Set(cmd.contacts.email.clone().unwrap()), // same: not recorded
             phone: Patch::Set(PhoneNumber::parse("p", "13912345678").unwrap()),
             address: Patch::Clear,
             ..UpdateCustomerProfile::default()
         };
-        let state = given::<Customer>(events)
-            .when(CustomerCommand::UpdateProfile(update))
-            .then([CustomerProfileUpdated {
+        let state =
+            given::<Customer>(events).when(CustomerCommand::UpdateProfile(update)).then([CustomerProfileUpdated {
                 phone: Some(PhoneNumber::parse("p", "13912345678").unwrap()),
                 cleared: vec![ProfileField::Address],
                 ..CustomerProfileUpdated::default()
@@ -1102,9 +1000,7 @@ mod tests {
                 ..ClassifyCustomer::default()
             }))
             .then_count(1);
-        let CustomerEvent::CustomerClassified(c) = &state[0] else {
-            panic!()
-        };
+        let CustomerEvent::CustomerClassified(c) = &state[0] else { panic!() };
         assert_eq!(c.classification.value_tier, Some(ValueTier::Important));
         assert_eq!(c.classification.tenure, Some(Tenure::Loyal));
         given::<Customer>(history)
@@ -1120,17 +1016,13 @@ mod tests {
     fn reassigning_the_account_manager_remembers_the_previous_one() {
         let (_, cmd) = register_organization();
         let id = cmd.customer_id;
-        let history = Customer::default()
-            .decide(&CustomerCommand::Register(cmd))
-            .unwrap();
+        let history = Customer::default().decide(&CustomerCommand::Register(cmd)).unwrap();
         given::<Customer>(history.clone())
-            .when(CustomerCommand::AssignAccountManager(
-                AssignAccountManager {
-                    customer_id: id,
-                    manager: staff("zhang.wei", "张伟"),
-                    reason: None,
-                },
-            ))
+            .when(CustomerCommand::AssignAccountManager(AssignAccountManager {
+                customer_id: id,
+                manager: staff("zhang.wei", "张伟"),
+                reason: None,
+            }))
             .then([AccountManagerAssigned {
                 manager: staff("zhang.wei", "张伟"),
                 previous_manager: Some(staff("wang.fang", "王芳")),
@@ -1138,13 +1030,11 @@ mod tests {
             }
             .into()]);
         given::<Customer>(history)
-            .when(CustomerCommand::AssignAccountManager(
-                AssignAccountManager {
-                    customer_id: id,
-                    manager: staff("wang.fang", "王芳"),
-                    reason: None,
-                },
-            ))
+            .when(CustomerCommand::AssignAccountManager(AssignAccountManager {
+                customer_id: id,
+                manager: staff("wang.fang", "王芳"),
+                reason: None,
+            }))
             .then_nothing();
     }
 
@@ -1160,14 +1050,10 @@ mod tests {
                 note: None,
             })
         };
-        let state = given::<Customer>(events.clone())
-            .when(grant(true))
-            .then_count(1);
+        let state = given::<Customer>(events.clone()).when(grant(true)).then_count(1);
         let mut history = events;
         history.extend(state);
-        given::<Customer>(history.clone())
-            .when(grant(true))
-            .then_nothing();
+        given::<Customer>(history.clone()).when(grant(true)).then_nothing();
         let withdrawn = given::<Customer>(history).when(grant(false)).then_count(1);
         assert_eq!(withdrawn[0].event_type(), "ConsentWithdrawn");
     }

@@ -44,27 +44,20 @@ pub enum DomainError {
 impl DomainError {
     /// Shorthand for [`DomainError::Invalid`].
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        DomainError::Invalid {
-            field: field.into(),
-            message: message.into(),
-        }
+        DomainError::Invalid { field: field.into(), message: message.into() }
     }
 
     /// Shorthand for [`DomainError::Rejected`].
     pub fn rejected(rule: &'static str, message: impl Into<String>) -> Self {
-        DomainError::Rejected {
-            rule,
-            message: message.into(),
-        }
+        DomainError::Rejected { rule, message: message.into() }
     }
 
     /// Prefixes the field path of an [`DomainError::Invalid`] (e.g. `input.` + `email`).
     pub fn within(self, prefix: &str) -> Self {
         match self {
-            DomainError::Invalid { field, message } => DomainError::Invalid {
-                field: format!("{prefix}.{field}"),
-                message,
-            },
+            DomainError::Invalid { field, message } => {
+                DomainError::Invalid { field: format!("{prefix}.{field}"), message }
+            }
             other => other,
         }
     }

@@ -129,16 +129,10 @@ impl Aggregate for Interaction {
     fn decide(&self, command: &InteractionCommand) -> Result<Vec<InteractionEvent>, DomainError> {
         let InteractionCommand::Log(c) = command;
         if self.logged.is_some() {
-            return Err(DomainError::AlreadyExists {
-                entity: "interaction",
-                id: c.interaction_id.to_string(),
-            });
+            return Err(DomainError::AlreadyExists { entity: "interaction", id: c.interaction_id.to_string() });
         }
         if c.mode == ServiceMode::Staff && c.handled_by.is_none() {
-            return Err(DomainError::invalid(
-                "handledBy",
-                "a contact handled by staff must name who handled it",
-            ));
+            return Err(DomainError::invalid("handledBy", "a contact handled by staff must name who handled it"));
         }
         if c.resolved_at_first_contact && !c.tasks_handed_over.is_empty() {
             return Err(DomainError::invalid(
@@ -147,10 +141,7 @@ impl Aggregate for Interaction {
             ));
         }
         if c.duration_seconds == Some(0) {
-            return Err(DomainError::invalid(
-                "durationSeconds",
-                "must be positive when given",
-            ));
+            return Err(DomainError::invalid("durationSeconds", "must be positive when given"));
         }
         Ok(vec![
             InteractionLogged {
@@ -202,9 +193,7 @@ pub mod examples {
             tasks_handed_over: vec![text("网络部检查光猫")],
             follow_up_actions: vec![FollowUpAction {
                 description: text("48 小时内回访"),
-                due_at: DateTime::parse_from_rfc3339("2026-03-03T10:00:00Z")
-                    .ok()
-                    .map(|d| d.with_timezone(&Utc)),
+                due_at: DateTime::parse_from_rfc3339("2026-03-03T10:00:00Z").ok().map(|d| d.with_timezone(&Utc)),
                 owner: Some(staff("agent.chen", "陈静")),
             }],
             resolved_at_first_contact: false,
@@ -230,9 +219,7 @@ mod tests {
     #[test]
     fn logging_records_the_contact() {
         let cmd = log_phone_call();
-        let events = given::<Interaction>([])
-            .when(InteractionCommand::Log(cmd.clone()))
-            .then_count(1);
+        let events = given::<Interaction>([]).when(InteractionCommand::Log(cmd.clone())).then_count(1);
         let InteractionEvent::InteractionLogged(e) = &events[0];
         assert_eq!(e.customer_id, cmd.customer_id);
         assert_eq!(e.channel, Channel::Phone);
@@ -243,38 +230,24 @@ mod tests {
     fn an_interaction_is_logged_once() {
         let cmd = log_phone_call();
         let history = all_events();
-        let err = given::<Interaction>(history)
-            .when(InteractionCommand::Log(cmd))
-            .then_err();
-        assert!(matches!(
-            err,
-            DomainError::AlreadyExists {
-                entity: "interaction",
-                ..
-            }
-        ));
+        let err = given::<Interaction>(history).when(InteractionCommand::Log(cmd)).then_err();
+        assert!(matches!(err, DomainError::AlreadyExists { entity: "interaction", .. }));
     }
 
     #[test]
     fn staffed_contacts_name_who_handled_them() {
         let mut cmd = log_phone_call();
         cmd.handled_by = None;
-        given::<Interaction>([])
-            .when(InteractionCommand::Log(cmd.clone()))
-            .then_invalid("handledBy");
+        given::<Interaction>([]).when(InteractionCommand::Log(cmd.clone())).then_invalid("handledBy");
         cmd.mode = ServiceMode::SelfService;
-        given::<Interaction>([])
-            .when(InteractionCommand::Log(cmd))
-            .then_count(1);
+        given::<Interaction>([]).when(InteractionCommand::Log(cmd)).then_count(1);
     }
 
     #[test]
     fn a_handover_is_not_a_first_contact_resolution() {
         let mut cmd = log_phone_call();
         cmd.resolved_at_first_contact = true;
-        given::<Interaction>([])
-            .when(InteractionCommand::Log(cmd))
-            .then_invalid("resolvedAtFirstContact");
+        given::<Interaction>([]).when(InteractionCommand::Log(cmd)).then_invalid("resolvedAtFirstContact");
     }
 
     #[test]

@@ -29,10 +29,7 @@ pub use wire_enum::UnknownVariant;
 /// Every event type of every aggregate, by stream type: the set `proto/` must define.
 pub fn all_event_types() -> Vec<(&'static str, &'static [&'static str])> {
     vec![
-        (
-            <customer::Customer as Aggregate>::STREAM_TYPE,
-            <customer::CustomerEvent as DomainEvent>::EVENT_TYPES,
-        ),
+        (<customer::Customer as Aggregate>::STREAM_TYPE, <customer::CustomerEvent as DomainEvent>::EVENT_TYPES),
         (
             <interaction::Interaction as Aggregate>::STREAM_TYPE,
             <interaction::InteractionEvent as DomainEvent>::EVENT_TYPES,
@@ -60,21 +57,13 @@ pub fn example_events() -> Vec<ExampleEvent> {
         events
             .into_iter()
             .map(|e| {
-                let (t, payload) = e.to_payload().unwrap_or_else(|err| {
-                    panic!("example {} must serialise: {err}", e.event_type())
-                });
-                ExampleEvent {
-                    stream_type: A::STREAM_TYPE,
-                    event_type: t,
-                    schema_version: e.schema_version(),
-                    payload,
-                }
+                let (t, payload) =
+                    e.to_payload().unwrap_or_else(|err| panic!("example {} must serialise: {err}", e.event_type()));
+                ExampleEvent { stream_type: A::STREAM_TYPE, event_type: t, schema_version: e.schema_version(), payload }
             })
             .collect()
     }
     let mut all = collect::<customer::Customer>(customer::examples::all_events());
-    all.extend(collect::<interaction::Interaction>(
-        interaction::examples::all_events(),
-    ));
+    all.extend(collect::<interaction::Interaction>(interaction::examples::all_events()));
     all
 }

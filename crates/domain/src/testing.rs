@@ -13,9 +13,7 @@ use crate::{Aggregate, DomainError};
 /// A history of events to start from.
 pub fn given<A: Aggregate>(history: impl IntoIterator<Item = A::Event>) -> Given<A> {
     let history: Vec<A::Event> = history.into_iter().collect();
-    Given {
-        state: A::fold(history.iter()),
-    }
+    Given { state: A::fold(history.iter()) }
 }
 
 /// The state after the history.
@@ -27,10 +25,7 @@ impl<A: Aggregate> Given<A> {
     /// Decides on a command.
     pub fn when(self, command: A::Command) -> Then<A> {
         let result = self.state.decide(&command);
-        Then {
-            state: self.state,
-            result,
-        }
+        Then { state: self.state, result }
     }
 }
 

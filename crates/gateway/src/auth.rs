@@ -42,13 +42,7 @@ impl AuthConfig {
             id: "dev".into(),
             name: Some("Local developer".into()),
             kind: ActorKind::User,
-            roles: vec![
-                "agent".into(),
-                "supervisor".into(),
-                "analyst".into(),
-                "auditor".into(),
-                "admin".into(),
-            ],
+            roles: vec!["agent".into(), "supervisor".into(), "analyst".into(), "auditor".into(), "admin".into()],
         })
     }
 
@@ -61,22 +55,12 @@ impl AuthConfig {
     }
 
     /// RS256 or ES256 with the identity provider's public key in PEM.
-    pub fn public_key(
-        pem: &[u8],
-        issuer: Option<&str>,
-        audience: Option<&str>,
-    ) -> Result<Self, String> {
+    pub fn public_key(pem: &[u8], issuer: Option<&str>, audience: Option<&str>) -> Result<Self, String> {
         if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-            return Ok(AuthConfig::Jwt {
-                key,
-                validation: validation(Algorithm::RS256, issuer, audience),
-            });
+            return Ok(AuthConfig::Jwt { key, validation: validation(Algorithm::RS256, issuer, audience) });
         }
         DecodingKey::from_ec_pem(pem)
-            .map(|key| AuthConfig::Jwt {
-                key,
-                validation: validation(Algorithm::ES256, issuer, audience),
-            })
+            .map(|key| AuthConfig::Jwt { key, validation: validation(Algorithm::ES256, issuer, audience) })
             .map_err(|e| format!("the public key is neither RSA nor EC PEM: {e}"))
     }
 }
@@ -156,20 +140,12 @@ mod tests {
     use jsonwebtoken::{EncodingKey, Header, encode};
 
     fn token(secret: &[u8], claims: serde_json::Value) -> String {
-        encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(secret),
-        )
-        .unwrap()
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap()
     }
 
     fn bearer(token: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(
-            axum::http::header::AUTHORIZATION,
-            format!("Bearer {token}").parse().unwrap(),
-        );
+        h.insert(axum::http::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
         h
     }
 
@@ -190,25 +166,13 @@ mod tests {
     #[test]
     fn bad_tokens_are_refused() {
         let config = AuthConfig::hs256(b"s3cret", None, None);
-        assert_eq!(
-            authenticate(&config, &HeaderMap::new()),
-            Err(AuthError::Missing)
-        );
+        assert_eq!(authenticate(&config, &HeaderMap::new()), Err(AuthError::Missing));
         let exp = chrono::Utc::now().timestamp() + 600;
         let forged = token(b"other", serde_json::json!({"sub": "x", "exp": exp}));
-        assert!(matches!(
-            authenticate(&config, &bearer(&forged)),
-            Err(AuthError::Invalid(_))
-        ));
+        assert!(matches!(authenticate(&config, &bearer(&forged)), Err(AuthError::Invalid(_))));
         let expired = token(b"s3cret", serde_json::json!({"sub": "x", "exp": 1_000_000}));
-        assert!(matches!(
-            authenticate(&config, &bearer(&expired)),
-            Err(AuthError::Invalid(_))
-        ));
+        assert!(matches!(authenticate(&config, &bearer(&expired)), Err(AuthError::Invalid(_))));
         let no_sub = token(b"s3cret", serde_json::json!({"exp": exp}));
-        assert!(matches!(
-            authenticate(&config, &bearer(&no_sub)),
-            Err(AuthError::Invalid(_))
-        ));
+        assert!(matches!(authenticate(&config, &bearer(&no_sub)), Err(AuthError::Invalid(_))));
     }
 }

@@ -36,20 +36,12 @@ pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
 pub fn domain(e: DomainError, prefix: &str) -> Error {
     match e {
         DomainError::Invalid { field, message } => {
-            let field = if prefix.is_empty() {
-                field
-            } else {
-                format!("{prefix}.{field}")
-            };
+            let field = if prefix.is_empty() { field } else { format!("{prefix}.{field}") };
             invalid(field, message)
         }
         DomainError::NotFound { entity, id } => {
             // The input field that named it: `customer` → `input.customerId`.
-            let field = if prefix.is_empty() {
-                format!("{entity}Id")
-            } else {
-                format!("{prefix}.{entity}Id")
-            };
+            let field = if prefix.is_empty() { format!("{entity}Id") } else { format!("{prefix}.{entity}Id") };
             Error::new(format!("{entity} {id} does not exist")).extend_with(|_, e| {
                 e.set("code", "NOT_FOUND");
                 e.set("entity", entity);
@@ -75,12 +67,7 @@ pub fn domain(e: DomainError, prefix: &str) -> Error {
 pub fn app(e: AppError, prefix: &str) -> Error {
     match e {
         AppError::Domain(d) => domain(d, prefix),
-        AppError::Conflict {
-            stream_type,
-            stream_id,
-            expected,
-            actual,
-        } => Error::new(format!(
+        AppError::Conflict { stream_type, stream_id, expected, actual } => Error::new(format!(
             "{stream_type} {stream_id} has changed: it is at version {actual}, not the expected {expected}"
         ))
         .extend_with(|_, e| {
@@ -89,22 +76,16 @@ pub fn app(e: AppError, prefix: &str) -> Error {
             e.set("expectedVersion", expected);
             e.set("currentVersion", actual);
         }),
-        AppError::CommandIdReused {
-            command_id,
-            original_type,
-        } => Error::new(format!(
-            "commandId {command_id} was already used for a different command ({original_type})"
-        ))
-        .extend_with(|_, e| {
-            e.set("code", "CONFLICT");
-            e.set("field", format!("{prefix}.commandId"));
-        }),
+        AppError::CommandIdReused { command_id, original_type } => {
+            Error::new(format!("commandId {command_id} was already used for a different command ({original_type})"))
+                .extend_with(|_, e| {
+                    e.set("code", "CONFLICT");
+                    e.set("field", format!("{prefix}.commandId"));
+                })
+        }
         AppError::Unavailable(m) => {
             tracing::warn!(error = %m, "command failed: store unavailable");
-            coded(
-                "UNAVAILABLE",
-                "the event store is unavailable; nothing was changed, retry with the same commandId",
-            )
+            coded("UNAVAILABLE", "the event store is unavailable; nothing was changed, retry with the same commandId")
         }
         AppError::Internal(m) => internal(&m),
     }
@@ -115,10 +96,7 @@ pub fn projection(e: ProjectionError) -> Error {
     match e {
         ProjectionError::Unavailable(m) => {
             tracing::warn!(error = %m, "query failed: read model unavailable");
-            coded(
-                "UNAVAILABLE",
-                "the read models are unavailable right now; retry shortly",
-            )
+            coded("UNAVAILABLE", "the read models are unavailable right now; retry shortly")
         }
         other => internal(&other.to_string()),
     }
@@ -168,11 +146,7 @@ impl Validator {
             return Ok(());
         };
         let all = self.errors;
-        let text = all
-            .iter()
-            .map(|(f, m)| format!("{f}: {m}"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let text = all.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; ");
         Err(Error::new(text).extend_with(|_, e| {
             e.set("code", "VALIDATION");
             e.set("field", field.clone());
@@ -181,14 +155,8 @@ impl Validator {
                 .iter()
                 .map(|(f, m)| {
                     let mut obj = async_graphql::indexmap::IndexMap::new();
-                    obj.insert(
-                        async_graphql::Name::new("field"),
-                        async_graphql::Value::String(f.clone()),
-                    );
-                    obj.insert(
-                        async_graphql::Name::new("message"),
-                        async_graphql::Value::String(m.clone()),
-                    );
+                    obj.insert(async_graphql::Name::new("field"), async_graphql::Value::String(f.clone()));
+                    obj.insert(async_graphql::Name::new("message"), async_graphql::Value::String(m.clone()));
                     async_graphql::Value::Object(obj)
                 })
                 .collect();
@@ -201,10 +169,7 @@ impl Validator {
 /// values, wrong types, missing required arguments) a `VALIDATION` code and the argument path.
 pub fn classify_request_errors(response: &mut async_graphql::Response) {
     for error in &mut response.errors {
-        let has_code = error
-            .extensions
-            .as_ref()
-            .is_some_and(|e| e.get("code").is_some());
+        let has_code = error.extensions.as_ref().is_some_and(|e| e.get("code").is_some());
         if has_code {
             continue;
         }

@@ -84,18 +84,10 @@ impl Gateway {
             waiter: wait::Waiter::start(pool.clone()),
             max_wait: config.max_wait,
         };
-        let shared = Shared {
-            schema: schema::build(Some(state)),
-            auth: config.auth,
-            pool,
-            topic: config.topic,
-        };
+        let shared = Shared { schema: schema::build(Some(state)), auth: config.auth, pool, topic: config.topic };
         let router = Router::new()
             .route("/graphql", get(graphiql).post(graphql))
-            .route(
-                "/",
-                get(|| async { axum::response::Redirect::temporary("/graphql") }),
-            )
+            .route("/", get(|| async { axum::response::Redirect::temporary("/graphql") }))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics_text))
@@ -110,30 +102,16 @@ impl Gateway {
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
     }
 }
 
 async fn graphiql() -> impl IntoResponse {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .title("kefu GraphQL")
-            .finish(),
-    )
+    Html(GraphiQLSource::build().endpoint("/graphql").title("kefu GraphQL").finish())
 }
 
-async fn graphql(
-    AxumState(shared): AxumState<Shared>,
-    headers: HeaderMap,
-    request: GraphQLRequest,
-) -> Response {
+async fn graphql(AxumState(shared): AxumState<Shared>, headers: HeaderMap, request: GraphQLRequest) -> Response {
     let correlation = headers
         .get("x-correlation-id")
         .and_then(|v| v.to_str().ok())
@@ -146,20 +124,14 @@ async fn graphql(
                 "errors": [{"message": e.to_string(), "extensions": {"code": "UNAUTHENTICATED"}}]
             });
             let mut response = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"kefu\""),
-            );
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"kefu\""));
             return response;
         }
     };
     let request = request.into_inner();
     let operation = request.operation_name.clone().unwrap_or_default();
     let started = std::time::Instant::now();
-    let mut response = shared
-        .schema
-        .execute(request.data(actor.clone()).data(CorrelationId(correlation)))
-        .await;
+    let mut response = shared.schema.execute(request.data(actor.clone()).data(CorrelationId(correlation))).await;
     errors::classify_request_errors(&mut response);
     tracing::info!(
         operation = %operation,
@@ -179,16 +151,14 @@ async fn graphql(
 async fn readyz(AxumState(shared): AxumState<Shared>) -> Response {
     let check = tokio::time::timeout(
         Duration::from_secs(2),
-        sqlx::query_scalar::<_, i64>("SELECT position FROM event_store.log_head")
-            .fetch_one(&shared.pool),
+        sqlx::query_scalar::<_, i64>("SELECT position FROM event_store.log_head").fetch_one(&shared.pool),
     )
     .await;
     match check {
-        Ok(Ok(head)) => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ready", "postgres": "ok", "logHead": head})),
-        )
-            .into_response(),
+        Ok(Ok(head)) => {
+            (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready", "postgres": "ok", "logHead": head})))
+                .into_response()
+        }
         Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(serde_json::json!({"status": "unavailable", "postgres": e.to_string()})),
@@ -205,10 +175,6 @@ async fn readyz(AxumState(shared): AxumState<Shared>) -> Response {
 async fn metrics_text(AxumState(shared): AxumState<Shared>) -> Response {
     match metrics::render(&shared.pool, &shared.topic).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("# metrics unavailable: {e}\n"),
-        )
-            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("# metrics unavailable: {e}\n")).into_response(),
     }
 }

@@ -12,56 +12,26 @@ fn label(s: &str) -> String {
 
 /// Renders the metrics text.
 pub async fn render(pool: &PgPool, topic: &str) -> Result<String, ProjectionError> {
-    let head: i64 = sqlx::query_scalar("SELECT position FROM event_store.log_head")
-        .fetch_one(pool)
-        .await?;
+    let head: i64 = sqlx::query_scalar("SELECT position FROM event_store.log_head").fetch_one(pool).await?;
     let cursor = kefu_store::relay_state::cursor(pool, topic).await?;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP kefu_event_store_head_position Last global position appended."
-    );
+    let _ = writeln!(out, "# HELP kefu_event_store_head_position Last global position appended.");
     let _ = writeln!(out, "# TYPE kefu_event_store_head_position gauge");
     let _ = writeln!(out, "kefu_event_store_head_position {head}");
     let t = label(topic);
-    let _ = writeln!(
-        out,
-        "# HELP kefu_relay_published_position Everything up to here is acknowledged by Kafka."
-    );
+    let _ = writeln!(out, "# HELP kefu_relay_published_position Everything up to here is acknowledged by Kafka.");
     let _ = writeln!(out, "# TYPE kefu_relay_published_position gauge");
-    let _ = writeln!(
-        out,
-        "kefu_relay_published_position{{topic=\"{t}\"}} {cursor}"
-    );
-    let _ = writeln!(
-        out,
-        "# HELP kefu_relay_lag_events Events appended but not yet on Kafka."
-    );
+    let _ = writeln!(out, "kefu_relay_published_position{{topic=\"{t}\"}} {cursor}");
+    let _ = writeln!(out, "# HELP kefu_relay_lag_events Events appended but not yet on Kafka.");
     let _ = writeln!(out, "# TYPE kefu_relay_lag_events gauge");
-    let _ = writeln!(
-        out,
-        "kefu_relay_lag_events{{topic=\"{t}\"}} {}",
-        (head - cursor).max(0)
-    );
+    let _ = writeln!(out, "kefu_relay_lag_events{{topic=\"{t}\"}} {}", (head - cursor).max(0));
 
     let status = progress::status(pool).await?;
     let series: [(&str, &str); 4] = [
-        (
-            "kefu_projection_applied_through",
-            "Every event up to this position is applied.",
-        ),
-        (
-            "kefu_projection_lag_events",
-            "Events on Kafka not yet applied.",
-        ),
-        (
-            "kefu_projection_lag_seconds",
-            "Age of the oldest event not yet known to be applied.",
-        ),
-        (
-            "kefu_projection_dead_letters",
-            "Streams parked after a failed event.",
-        ),
+        ("kefu_projection_applied_through", "Every event up to this position is applied."),
+        ("kefu_projection_lag_events", "Events on Kafka not yet applied."),
+        ("kefu_projection_lag_seconds", "Age of the oldest event not yet known to be applied."),
+        ("kefu_projection_dead_letters", "Streams parked after a failed event."),
     ];
     for (name, help) in series {
         let _ = writeln!(out, "# HELP {name} {help}");

@@ -18,10 +18,7 @@ impl Waiter {
     /// Starts listening for projector notifications (reconnecting as needed).
     pub fn start(pool: PgPool) -> Self {
         let notify = Arc::new(Notify::new());
-        let waiter = Waiter {
-            pool: pool.clone(),
-            notify: notify.clone(),
-        };
+        let waiter = Waiter { pool: pool.clone(), notify: notify.clone() };
         tokio::spawn(async move {
             loop {
                 match PgListener::connect_with(&pool).await {
@@ -70,9 +67,7 @@ impl Waiter {
                 return Ok((false, through));
             }
             // Notifications wake us at once; the timer covers a lost listener.
-            let _ =
-                tokio::time::timeout((deadline - now).min(Duration::from_millis(250)), notified)
-                    .await;
+            let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(250)), notified).await;
         }
     }
 }

@@ -67,10 +67,7 @@ pub async fn apply_batch(
     let contract = Contract::get();
     let decoded: Vec<Decoded<'_>> = records
         .iter()
-        .map(|record| Decoded {
-            record,
-            event: contract.decode(&record.payload).map_err(|e| e.to_string()),
-        })
+        .map(|record| Decoded { record, event: contract.decode(&record.payload).map_err(|e| e.to_string()) })
         .collect();
     match apply_in_transaction(pool, projection, generation, &decoded, false).await {
         Err(ProjectionError::Poison(reason)) => {
@@ -94,12 +91,7 @@ async fn apply_in_transaction(
     isolate: bool,
 ) -> Result<BatchOutcome, ProjectionError> {
     let mut tx = pool.begin().await?;
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "SET LOCAL search_path TO {}",
-        generation.schema
-    )))
-    .execute(&mut *tx)
-    .await?;
+    sqlx::raw_sql(AssertSqlSafe(format!("SET LOCAL search_path TO {}", generation.schema))).execute(&mut *tx).await?;
     let streams: Vec<Uuid> = decoded
         .iter()
         .filter_map(|d| d.event.as_ref().ok().map(|e| e.stream_id))
@@ -117,12 +109,10 @@ async fn apply_in_transaction(
     .into_iter()
     .collect();
     let mut versions: HashMap<Uuid, i64> = HashMap::new();
-    for row in sqlx::query(
-        "SELECT stream_id, version FROM _stream_versions WHERE stream_id = ANY($1) FOR UPDATE",
-    )
-    .bind(&streams)
-    .fetch_all(&mut *tx)
-    .await?
+    for row in sqlx::query("SELECT stream_id, version FROM _stream_versions WHERE stream_id = ANY($1) FOR UPDATE")
+        .bind(&streams)
+        .fetch_all(&mut *tx)
+        .await?
     {
         versions.insert(row.try_get("stream_id")?, row.try_get("version")?);
     }
@@ -185,9 +175,7 @@ async fn apply_in_transaction(
         match projection.apply(&mut tx, event).await {
             Ok(()) => {
                 if isolate {
-                    sqlx::query("RELEASE SAVEPOINT event")
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query("RELEASE SAVEPOINT event").execute(&mut *tx).await?;
                 }
                 versions.insert(event.stream_id, event.stream_version);
                 changed.insert(event.stream_id);
@@ -195,9 +183,7 @@ async fn apply_in_transaction(
             }
             Err(ProjectionError::Unavailable(m)) => return Err(ProjectionError::Unavailable(m)),
             Err(e) if isolate => {
-                sqlx::query("ROLLBACK TO SAVEPOINT event")
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query("ROLLBACK TO SAVEPOINT event").execute(&mut *tx).await?;
                 park(&mut tx, generation, d.record, event, &e.to_string()).await?;
                 parked.insert(event.stream_id);
                 outcome.newly_parked += 1;
@@ -219,11 +205,7 @@ async fn apply_in_transaction(
         .await?;
     }
     store_checkpoints(&mut tx, generation, decoded).await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(APPLIED_CHANNEL)
-        .bind(&generation.name)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("SELECT pg_notify($1, $2)").bind(APPLIED_CHANNEL).bind(&generation.name).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(outcome)
 }
@@ -316,10 +298,7 @@ async fn store_checkpoints(
 }
 
 /// The stored next offset of each partition of a generation.
-pub async fn stored_offsets(
-    pool: &PgPool,
-    generation: &Generation,
-) -> Result<HashMap<i32, i64>, ProjectionError> {
+pub async fn stored_offsets(pool: &PgPool, generation: &Generation) -> Result<HashMap<i32, i64>, ProjectionError> {
     let rows = sqlx::query(
         "SELECT partition, next_offset FROM projections.checkpoints WHERE name = $1 AND generation = $2 AND topic = $3",
     )

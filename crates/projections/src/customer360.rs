@@ -142,14 +142,11 @@ async fn apply_customer(
             .await?;
         }
         CustomerEvent::CustomerProfileUpdated(u) => {
-            let row =
-                sqlx::query("SELECT profile FROM customers WHERE customer_id = $1 FOR UPDATE")
-                    .bind(id)
-                    .fetch_optional(&mut *conn)
-                    .await?
-                    .ok_or_else(|| {
-                        ProjectionError::Poison(format!("profile update for unknown customer {id}"))
-                    })?;
+            let row = sqlx::query("SELECT profile FROM customers WHERE customer_id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(|| ProjectionError::Poison(format!("profile update for unknown customer {id}")))?;
             let Json(mut profile): Json<CustomerRegistered> = row.try_get("profile")?;
             apply_profile_update(&mut profile, &u);
             sqlx::query(
@@ -182,34 +179,20 @@ async fn apply_customer(
             .await?;
         }
         CustomerEvent::AccountManagerAssigned(a) => {
-            sqlx::query("UPDATE customers SET account_manager_id = $2, account_manager_name = $3 WHERE customer_id = $1")
-                .bind(id)
-                .bind(a.manager.id.as_str())
-                .bind(a.manager.name.as_ref().map(|n| n.as_str()))
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "UPDATE customers SET account_manager_id = $2, account_manager_name = $3 WHERE customer_id = $1",
+            )
+            .bind(id)
+            .bind(a.manager.id.as_str())
+            .bind(a.manager.name.as_ref().map(|n| n.as_str()))
+            .execute(&mut *conn)
+            .await?;
         }
         CustomerEvent::ConsentGranted(c) => {
-            set_consent(
-                conn,
-                e,
-                id,
-                c.purpose.as_str(),
-                true,
-                c.channel.map(|v| v.as_str()),
-            )
-            .await?
+            set_consent(conn, e, id, c.purpose.as_str(), true, c.channel.map(|v| v.as_str())).await?
         }
         CustomerEvent::ConsentWithdrawn(c) => {
-            set_consent(
-                conn,
-                e,
-                id,
-                c.purpose.as_str(),
-                false,
-                c.channel.map(|v| v.as_str()),
-            )
-            .await?
+            set_consent(conn, e, id, c.purpose.as_str(), false, c.channel.map(|v| v.as_str())).await?
         }
     }
     sqlx::query(
@@ -234,14 +217,12 @@ async fn set_consent(
     channel: Option<&str>,
 ) -> Result<(), ProjectionError> {
     let value = json!({"granted": granted, "at": e.occurred_at, "channel": channel, "recordedBy": e.actor.id});
-    sqlx::query(
-        "UPDATE customers SET consents = jsonb_set(consents, ARRAY[$2], $3) WHERE customer_id = $1",
-    )
-    .bind(id)
-    .bind(purpose)
-    .bind(value)
-    .execute(conn)
-    .await?;
+    sqlx::query("UPDATE customers SET consents = jsonb_set(consents, ARRAY[$2], $3) WHERE customer_id = $1")
+        .bind(id)
+        .bind(purpose)
+        .bind(value)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -354,8 +335,7 @@ pub struct CustomerView {
 impl CustomerView {
     /// Share of contacts resolved at first contact, `None` without contacts.
     pub fn first_contact_resolution(&self) -> Option<f64> {
-        (self.interaction_count > 0)
-            .then(|| f64::from(self.resolved_first_contact) / f64::from(self.interaction_count))
+        (self.interaction_count > 0).then(|| f64::from(self.resolved_first_contact) / f64::from(self.interaction_count))
     }
 }
 
@@ -390,34 +370,24 @@ fn customer_from_row(row: &PgRow) -> Result<CustomerView, sqlx::Error> {
 }
 
 /// One customer.
-pub async fn customer(
-    conn: &mut PgConnection,
-    id: Uuid,
-) -> Result<Option<CustomerView>, ProjectionError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE customer_id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?;
+pub async fn customer(conn: &mut PgConnection, id: Uuid) -> Result<Option<CustomerView>, ProjectionError> {
+    let row =
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE customer_id = $1")))
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
     Ok(row.as_ref().map(customer_from_row).transpose()?)
 }
 
 /// Many customers by id (for batching).
-pub async fn customers_by_id(
-    conn: &mut PgConnection,
-    ids: &[Uuid],
-) -> Result<Vec<CustomerView>, ProjectionError> {
+pub async fn customers_by_id(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<CustomerView>, ProjectionError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE customer_id = ANY($1)"
     )))
     .bind(ids)
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .iter()
-        .map(customer_from_row)
-        .collect::<Result<_, _>>()?)
+    Ok(rows.iter().map(customer_from_row).collect::<Result<_, _>>()?)
 }
 
 /// Filters for listing customers; every set field must match.
@@ -472,16 +442,11 @@ pub async fn list_customers(
         n += 1;
         n
     };
-    let search = filter.search.as_ref().map(|s| {
-        format!(
-            "%{}%",
-            s.to_lowercase().replace('%', "\\%").replace('_', "\\_")
-        )
-    });
+    let search =
+        filter.search.as_ref().map(|s| format!("%{}%", s.to_lowercase().replace('%', "\\%").replace('_', "\\_")));
     if search.is_some() {
         let i = next();
-        sql +=
-            &format!(" AND (lower(name) LIKE ${i} OR phone LIKE ${i} OR lower(email) LIKE ${i})");
+        sql += &format!(" AND (lower(name) LIKE ${i} OR phone LIKE ${i} OR lower(email) LIKE ${i})");
     }
     let eq: [(&str, &Option<String>); 5] = [
         ("kind", &filter.kind),
@@ -528,20 +493,13 @@ pub async fn list_customers(
         q = q.bind(k);
     }
     match (order, after) {
-        (CustomerOrder::Name, Some(CustomerCursor::Name(name, id))) => {
-            q = q.bind(name.clone()).bind(*id)
-        }
-        (CustomerOrder::NewestFirst, Some(CustomerCursor::Registered(at, id))) => {
-            q = q.bind(*at).bind(*id)
-        }
+        (CustomerOrder::Name, Some(CustomerCursor::Name(name, id))) => q = q.bind(name.clone()).bind(*id),
+        (CustomerOrder::NewestFirst, Some(CustomerCursor::Registered(at, id))) => q = q.bind(*at).bind(*id),
         _ => {}
     }
     q = q.bind(first + 1);
     let rows = q.fetch_all(conn).await?;
-    let mut out: Vec<CustomerView> = rows
-        .iter()
-        .map(customer_from_row)
-        .collect::<Result<_, _>>()?;
+    let mut out: Vec<CustomerView> = rows.iter().map(customer_from_row).collect::<Result<_, _>>()?;
     let more = out.len() as i64 > first;
     out.truncate(first as usize);
     Ok((out, more))
@@ -592,8 +550,7 @@ const INTERACTION_COLUMNS: &str = "interaction_id, customer_id, occurred_at, rec
 
 fn interaction_from_row(row: &PgRow) -> Result<InteractionView, sqlx::Error> {
     let Json(tasks): Json<Vec<String>> = row.try_get("tasks_handed_over")?;
-    let Json(follow_ups): Json<Vec<kefu_domain::interaction::FollowUpAction>> =
-        row.try_get("follow_up_actions")?;
+    let Json(follow_ups): Json<Vec<kefu_domain::interaction::FollowUpAction>> = row.try_get("follow_up_actions")?;
     Ok(InteractionView {
         interaction_id: row.try_get("interaction_id")?,
         customer_id: row.try_get("customer_id")?,
@@ -616,10 +573,7 @@ fn interaction_from_row(row: &PgRow) -> Result<InteractionView, sqlx::Error> {
 }
 
 /// One interaction.
-pub async fn interaction(
-    conn: &mut PgConnection,
-    id: Uuid,
-) -> Result<Option<InteractionView>, ProjectionError> {
+pub async fn interaction(conn: &mut PgConnection, id: Uuid) -> Result<Option<InteractionView>, ProjectionError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE interaction_id = $1"
     )))
@@ -661,24 +615,20 @@ pub async fn timeline(
             .await?
         }
     };
-    let mut out: Vec<InteractionView> = rows
-        .iter()
-        .map(interaction_from_row)
-        .collect::<Result<_, _>>()?;
+    let mut out: Vec<InteractionView> = rows.iter().map(interaction_from_row).collect::<Result<_, _>>()?;
     let more = out.len() as i64 > first;
     out.truncate(first as usize);
     Ok((out, more))
 }
 
 /// Contacts per channel, most used first.
-pub async fn channel_counts(
-    conn: &mut PgConnection,
-    customer_id: Uuid,
-) -> Result<Vec<(String, i32)>, ProjectionError> {
-    let rows = sqlx::query("SELECT channel, contacts FROM channel_counts WHERE customer_id = $1 ORDER BY contacts DESC, channel")
-        .bind(customer_id)
-        .fetch_all(conn)
-        .await?;
+pub async fn channel_counts(conn: &mut PgConnection, customer_id: Uuid) -> Result<Vec<(String, i32)>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT channel, contacts FROM channel_counts WHERE customer_id = $1 ORDER BY contacts DESC, channel",
+    )
+    .bind(customer_id)
+    .fetch_all(conn)
+    .await?;
     rows.iter()
         .map(|r| Ok((r.try_get("channel")?, r.try_get("contacts")?)))
         .collect::<Result<_, sqlx::Error>>()

@@ -107,9 +107,9 @@ pub async fn read(
     pool: &sqlx::PgPool,
     name: &str,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ProjectionError> {
-    let generation = registry::active(pool, name).await?.ok_or_else(|| {
-        ProjectionError::Unavailable(format!("the {name} read model has not been built yet"))
-    })?;
+    let generation = registry::active(pool, name)
+        .await?
+        .ok_or_else(|| ProjectionError::Unavailable(format!("the {name} read model has not been built yet")))?;
     let mut tx = pool.begin().await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "SET TRANSACTION READ ONLY; SET LOCAL search_path TO {}",
@@ -124,11 +124,7 @@ pub async fn read(
 pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), StoreError> {
     kefu_store::migrate::embedded(
         "projections",
-        &[(
-            1,
-            "projection bookkeeping",
-            include_str!("../migrations/0001_projections.sql"),
-        )],
+        &[(1, "projection bookkeeping", include_str!("../migrations/0001_projections.sql"))],
     )
     .run(pool)
     .await

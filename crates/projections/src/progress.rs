@@ -82,15 +82,12 @@ pub async fn of(pool: &PgPool, g: &Generation) -> Result<GenerationProgress, Pro
     let applied_through: i64 = row.try_get("applied_through")?;
     let lag_events: i64 = row.try_get("lag_events")?;
     let lag_seconds = if lag_events > 0 {
-        let oldest: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "SELECT recorded_at FROM event_store.events WHERE global_position = $1",
-        )
-        .bind(applied_through + 1)
-        .fetch_optional(pool)
-        .await?;
-        oldest
-            .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
-            .unwrap_or(0.0)
+        let oldest: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT recorded_at FROM event_store.events WHERE global_position = $1")
+                .bind(applied_through + 1)
+                .fetch_optional(pool)
+                .await?;
+        oldest.map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0).unwrap_or(0.0)
     } else {
         0.0
     };
@@ -136,10 +133,7 @@ pub struct DeadLetter {
 }
 
 /// Dead letters of a generation.
-pub async fn dead_letters(
-    pool: &PgPool,
-    g: &Generation,
-) -> Result<Vec<DeadLetter>, ProjectionError> {
+pub async fn dead_letters(pool: &PgPool, g: &Generation) -> Result<Vec<DeadLetter>, ProjectionError> {
     let rows = sqlx::query(
         "SELECT stream_id, stream_type, event_type, global_position, reason, skipped_events, parked_at \
          FROM projections.dead_letters WHERE name = $1 AND generation = $2 ORDER BY parked_at",
@@ -172,11 +166,7 @@ pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, ProjectionEr
         }
         let progress = of(pool, &g).await?;
         let dead_letters = dead_letters(pool, &g).await?;
-        out.push(ProjectionStatus {
-            generation: g,
-            progress,
-            dead_letters,
-        });
+        out.push(ProjectionStatus { generation: g, progress, dead_letters });
     }
     Ok(out)
 }

@@ -66,10 +66,7 @@ impl Generation {
     /// The consumer group that builds this generation. It names the topic too, so two
     /// installations sharing a broker (each with its own topic) never share a group.
     pub fn consumer_group(&self) -> String {
-        format!(
-            "{}.projection.{}.g{}",
-            self.topic, self.name, self.generation
-        )
+        format!("{}.projection.{}.g{}", self.topic, self.name, self.generation)
     }
 }
 
@@ -88,17 +85,13 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 40
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// The schema name of a generation. Only names of our own making reach SQL.
 pub fn schema_name(name: &str, generation: i32) -> Result<String, ProjectionError> {
     if !valid_name(name) {
-        return Err(ProjectionError::Other(format!(
-            "invalid projection name `{name}`"
-        )));
+        return Err(ProjectionError::Other(format!("invalid projection name `{name}`")));
     }
     Ok(format!("p_{name}_g{generation}"))
 }
@@ -117,8 +110,7 @@ fn from_row(row: &PgRow) -> Result<Generation, sqlx::Error> {
     })
 }
 
-const COLUMNS: &str =
-    "name, generation, schema_name, status, layout_fingerprint, topic, created_at, activated_at";
+const COLUMNS: &str = "name, generation, schema_name, status, layout_fingerprint, topic, created_at, activated_at";
 
 /// The generation serving queries, if any.
 pub async fn active(pool: &PgPool, name: &str) -> Result<Option<Generation>, ProjectionError> {
@@ -132,11 +124,7 @@ pub async fn active(pool: &PgPool, name: &str) -> Result<Option<Generation>, Pro
 }
 
 /// One generation.
-pub async fn get(
-    pool: &PgPool,
-    name: &str,
-    generation: i32,
-) -> Result<Option<Generation>, ProjectionError> {
+pub async fn get(pool: &PgPool, name: &str, generation: i32) -> Result<Option<Generation>, ProjectionError> {
     let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM projections.generations WHERE name = $1 AND generation = $2"
     )))
@@ -173,24 +161,20 @@ pub async fn create(
         .execute(&mut *tx)
         .await?;
     if status == Status::Active {
-        let existing: Option<i32> = sqlx::query_scalar(
-            "SELECT generation FROM projections.generations WHERE name = $1 AND status = 'active'",
-        )
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let existing: Option<i32> =
+            sqlx::query_scalar("SELECT generation FROM projections.generations WHERE name = $1 AND status = 'active'")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
         if existing.is_some() {
-            return Err(ProjectionError::Other(format!(
-                "{name} already has an active generation"
-            )));
+            return Err(ProjectionError::Other(format!("{name} already has an active generation")));
         }
     }
-    let generation: i32 = sqlx::query_scalar(
-        "SELECT coalesce(max(generation), 0) + 1 FROM projections.generations WHERE name = $1",
-    )
-    .bind(name)
-    .fetch_one(&mut *tx)
-    .await?;
+    let generation: i32 =
+        sqlx::query_scalar("SELECT coalesce(max(generation), 0) + 1 FROM projections.generations WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
     let schema = schema_name(name, generation)?;
     sqlx::raw_sql(AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; SET LOCAL search_path TO {schema};"
@@ -200,14 +184,10 @@ pub async fn create(
     sqlx::raw_sql(AssertSqlSafe(projection.schema()))
         .execute(&mut *tx)
         .await
-        .map_err(|e| {
-            ProjectionError::Other(format!("the {name} table layout does not apply: {e}"))
-        })?;
-    sqlx::raw_sql(
-        "CREATE TABLE _stream_versions (stream_id uuid PRIMARY KEY, version bigint NOT NULL);",
-    )
-    .execute(&mut *tx)
-    .await?;
+        .map_err(|e| ProjectionError::Other(format!("the {name} table layout does not apply: {e}")))?;
+    sqlx::raw_sql("CREATE TABLE _stream_versions (stream_id uuid PRIMARY KEY, version bigint NOT NULL);")
+        .execute(&mut *tx)
+        .await?;
     let row = sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO projections.generations (name, generation, schema_name, status, layout_fingerprint, topic, activated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $4 = 'active' THEN clock_timestamp() END) RETURNING {COLUMNS}"
@@ -238,9 +218,9 @@ pub async fn ensure_active(
     match create(pool, projection, topic, Status::Active).await {
         Ok(g) => Ok(g),
         // Another process created it first.
-        Err(_) => active(pool, projection.name()).await?.ok_or_else(|| {
-            ProjectionError::Other(format!("no active generation of {}", projection.name()))
-        }),
+        Err(_) => active(pool, projection.name())
+            .await?
+            .ok_or_else(|| ProjectionError::Other(format!("no active generation of {}", projection.name()))),
     }
 }
 
@@ -265,39 +245,21 @@ pub async fn activate(pool: &PgPool, name: &str, generation: i32) -> Result<(), 
     .await?
     .rows_affected();
     if updated != 1 {
-        return Err(ProjectionError::Other(format!(
-            "{name} has no generation {generation}"
-        )));
+        return Err(ProjectionError::Other(format!("{name} has no generation {generation}")));
     }
     tx.commit().await?;
-    tracing::info!(
-        projection = name,
-        generation,
-        "projection generation now serves queries"
-    );
+    tracing::info!(projection = name, generation, "projection generation now serves queries");
     Ok(())
 }
 
 /// Drops the tables of retired generations older than the newest `keep` retired ones.
-pub async fn drop_retired(
-    pool: &PgPool,
-    name: &str,
-    keep: usize,
-) -> Result<Vec<String>, ProjectionError> {
-    let retired: Vec<Generation> = list(pool)
-        .await?
-        .into_iter()
-        .filter(|g| g.name == name && g.status == Status::Retired)
-        .collect();
+pub async fn drop_retired(pool: &PgPool, name: &str, keep: usize) -> Result<Vec<String>, ProjectionError> {
+    let retired: Vec<Generation> =
+        list(pool).await?.into_iter().filter(|g| g.name == name && g.status == Status::Retired).collect();
     let mut dropped = Vec::new();
     for g in retired.into_iter().skip(keep) {
         let mut tx = pool.begin().await?;
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            g.schema
-        )))
-        .execute(&mut *tx)
-        .await?;
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {} CASCADE", g.schema))).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM projections.generations WHERE name = $1 AND generation = $2")
             .bind(name)
             .bind(g.generation)
@@ -315,14 +277,8 @@ mod tests {
 
     #[test]
     fn fingerprints_ignore_whitespace_only() {
-        assert_eq!(
-            fingerprint("CREATE TABLE a (x int);"),
-            fingerprint("CREATE  TABLE a\n  (x int);")
-        );
-        assert_ne!(
-            fingerprint("CREATE TABLE a (x int);"),
-            fingerprint("CREATE TABLE a (x bigint);")
-        );
+        assert_eq!(fingerprint("CREATE TABLE a (x int);"), fingerprint("CREATE  TABLE a\n  (x int);"));
+        assert_ne!(fingerprint("CREATE TABLE a (x int);"), fingerprint("CREATE TABLE a (x bigint);"));
     }
 
     #[test]

@@ -76,18 +76,11 @@ struct SeekingContext {
 impl ClientContext for SeekingContext {}
 
 impl ConsumerContext for SeekingContext {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let stored = self
-                    .handle
-                    .block_on(apply::stored_offsets(&self.pool, &self.generation));
+                let stored = self.handle.block_on(apply::stored_offsets(&self.pool, &self.generation));
                 let stored = match stored {
                     Ok(s) => s,
                     Err(e) => {
@@ -102,10 +95,7 @@ impl ConsumerContext for SeekingContext {
                     assigned.insert(elem.partition());
                 }
                 for p in assigned.iter() {
-                    let offset = stored
-                        .get(p)
-                        .map(|o| Offset::Offset(*o))
-                        .unwrap_or(Offset::Beginning);
+                    let offset = stored.get(p).map(|o| Offset::Offset(*o)).unwrap_or(Offset::Beginning);
                     if let Err(e) = tpl.set_partition_offset(&self.generation.topic, *p, offset) {
                         tracing::error!(partition = p, error = %e, "cannot set the start offset");
                     }
@@ -153,31 +143,19 @@ impl GenerationConsumer {
         generation: Generation,
         options: RunnerOptions,
     ) -> Result<Self, ProjectionError> {
-        let handle = Handle::try_current().map_err(|_| {
-            ProjectionError::Other("projection consumers need a Tokio runtime".into())
-        })?;
+        let handle = Handle::try_current()
+            .map_err(|_| ProjectionError::Other("projection consumers need a Tokio runtime".into()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(ConsumerStats::default());
         let thread = std::thread::Builder::new()
-            .name(format!(
-                "proj-{}-g{}",
-                generation.name, generation.generation
-            ))
+            .name(format!("proj-{}-g{}", generation.name, generation.generation))
             .spawn({
                 let stop = stop.clone();
                 let stats = stats.clone();
-                move || {
-                    consume(
-                        pool, bus, projection, generation, options, handle, stop, stats,
-                    )
-                }
+                move || consume(pool, bus, projection, generation, options, handle, stop, stats)
             })
             .map_err(|e| ProjectionError::Other(format!("cannot start consumer thread: {e}")))?;
-        Ok(GenerationConsumer {
-            stop,
-            thread: Some(thread),
-            stats,
-        })
+        Ok(GenerationConsumer { stop, thread: Some(thread), stats })
     }
 
     /// True when the thread has ended (stopped or failed).
@@ -185,15 +163,21 @@ impl GenerationConsumer {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
-    /// Stops after the current batch and waits for the thread.
+    /// Stops after the current batch and waits (at most 20 s) for the thread. A thread that
+    /// does not stop in time (e.g. librdkafka waiting on an unreachable broker to leave the
+    /// group) is left to finish on its own; its work is committed or rolled back already.
     pub async fn stop(mut self) -> Result<(), ProjectionError> {
         self.stop.store(true, Ordering::SeqCst);
-        match self.thread.take() {
-            Some(t) => tokio::task::spawn_blocking(move || t.join())
-                .await
-                .map_err(|e| ProjectionError::Other(e.to_string()))?
-                .map_err(|_| ProjectionError::Other("consumer thread panicked".into()))?,
-            None => Ok(()),
+        let Some(thread) = self.thread.take() else { return Ok(()) };
+        let join = tokio::task::spawn_blocking(move || thread.join());
+        match tokio::time::timeout(Duration::from_secs(20), join).await {
+            Ok(Ok(Ok(result))) => result,
+            Ok(Ok(Err(_))) => Err(ProjectionError::Other("consumer thread panicked".into())),
+            Ok(Err(e)) => Err(ProjectionError::Other(e.to_string())),
+            Err(_) => {
+                tracing::warn!("projection consumer did not stop within 20 s; leaving it behind");
+                Ok(())
+            }
         }
     }
 }
@@ -227,9 +211,7 @@ fn consume(
         .consumer(&client_id, &generation.consumer_group())
         .create_with_context(context)
         .map_err(|e| ProjectionError::Other(format!("cannot create consumer: {e}")))?;
-    consumer
-        .subscribe(&[&generation.topic])
-        .map_err(|e| ProjectionError::Other(format!("cannot subscribe: {e}")))?;
+    consumer.subscribe(&[&generation.topic]).map_err(|e| ProjectionError::Other(format!("cannot subscribe: {e}")))?;
 
     let mut batch: Vec<Record> = Vec::with_capacity(options.max_batch);
     while !stop.load(Ordering::SeqCst) {
@@ -269,19 +251,13 @@ fn consume(
         loop {
             match handle.block_on(apply::apply_batch(&pool, &*projection, &generation, &batch)) {
                 Ok(outcome) => {
-                    stats
-                        .records
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     stats.batches.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(projection = %generation.name, ?outcome, "batch applied");
                     // Courtesy only (tools show group lag); the read model's offsets rule.
                     let mut tpl = TopicPartitionList::new();
                     for r in &batch {
-                        let _ = tpl.add_partition_offset(
-                            &generation.topic,
-                            r.partition,
-                            Offset::Offset(r.offset + 1),
-                        );
+                        let _ = tpl.add_partition_offset(&generation.topic, r.partition, Offset::Offset(r.offset + 1));
                     }
                     let _ = consumer.commit(&tpl, CommitMode::Async);
                     break;
@@ -316,18 +292,8 @@ pub struct ProjectionRunner {
 
 impl ProjectionRunner {
     /// A runner.
-    pub fn new(
-        pool: PgPool,
-        bus: BusConfig,
-        projection: Arc<dyn Projection>,
-        options: RunnerOptions,
-    ) -> Self {
-        ProjectionRunner {
-            pool,
-            bus,
-            projection,
-            options,
-        }
+    pub fn new(pool: PgPool, bus: BusConfig, projection: Arc<dyn Projection>, options: RunnerOptions) -> Self {
+        ProjectionRunner { pool, bus, projection, options }
     }
 
     /// Runs until `shutdown` completes.
@@ -358,19 +324,18 @@ impl ProjectionRunner {
                     _ = tokio::time::sleep(self.options.backoff * 4) => continue,
                 }
             }
-            if generation.fingerprint != registry::fingerprint(self.projection.schema()) {
+            let layout_changed = generation.fingerprint != registry::fingerprint(self.projection.schema());
+            let topic_changed = generation.topic != self.bus.topic;
+            if layout_changed || topic_changed {
                 tracing::warn!(
                     projection = name,
                     generation = generation.generation,
-                    "the read model's table layout changed; building a new generation from the log"
+                    layout_changed,
+                    topic_changed,
+                    "the active generation was built with another table layout or from another topic; \
+                     building a new generation from the log"
                 );
-                let rebuild = rebuild(
-                    &self.pool,
-                    &self.bus,
-                    self.projection.clone(),
-                    &self.options,
-                    |_| {},
-                );
+                let rebuild = rebuild(&self.pool, &self.bus, self.projection.clone(), &self.options, |_| {});
                 tokio::select! {
                     _ = &mut shutdown => return Ok(()),
                     r = rebuild => if let Err(e) = r {
@@ -387,11 +352,7 @@ impl ProjectionRunner {
                 generation.clone(),
                 self.options.clone(),
             )?;
-            tracing::info!(
-                projection = name,
-                generation = generation.generation,
-                "projection running"
-            );
+            tracing::info!(projection = name, generation = generation.generation, "projection running");
             loop {
                 tokio::select! {
                     _ = &mut shutdown => {
@@ -449,20 +410,11 @@ pub async fn rebuild(
     mut on_progress: impl FnMut(&progress::GenerationProgress),
 ) -> Result<RebuildReport, ProjectionError> {
     let started = Instant::now();
-    kefu_bus::admin::ensure_topic(bus)
-        .await
-        .map_err(|e| ProjectionError::Unavailable(e.to_string()))?;
-    let replaced = registry::active(pool, projection.name())
-        .await?
-        .map(|g| g.generation);
+    kefu_bus::admin::ensure_topic(bus).await.map_err(|e| ProjectionError::Unavailable(e.to_string()))?;
+    let replaced = registry::active(pool, projection.name()).await?.map(|g| g.generation);
     let target = registry::create(pool, &*projection, &bus.topic, Status::Building).await?;
-    let consumer = GenerationConsumer::start(
-        pool.clone(),
-        bus.clone(),
-        projection.clone(),
-        target.clone(),
-        options.clone(),
-    )?;
+    let consumer =
+        GenerationConsumer::start(pool.clone(), bus.clone(), projection.clone(), target.clone(), options.clone())?;
     let result = async {
         loop {
             let p = progress::of(pool, &target).await?;
@@ -471,9 +423,7 @@ pub async fn rebuild(
                 return Ok::<_, ProjectionError>(p);
             }
             if consumer.is_finished() {
-                return Err(ProjectionError::Other(
-                    "the rebuild consumer stopped".into(),
-                ));
+                return Err(ProjectionError::Other("the rebuild consumer stopped".into()));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -488,13 +438,6 @@ pub async fn rebuild(
     };
     registry::activate(pool, projection.name(), target.generation).await?;
     consumer.stop().await?;
-    let generation = registry::get(pool, projection.name(), target.generation)
-        .await?
-        .unwrap_or(target);
-    Ok(RebuildReport {
-        generation,
-        replaced,
-        records: final_progress.records_consumed,
-        elapsed: started.elapsed(),
-    })
+    let generation = registry::get(pool, projection.name(), target.generation).await?.unwrap_or(target);
+    Ok(RebuildReport { generation, replaced, records: final_progress.records_consumed, elapsed: started.elapsed() })
 }

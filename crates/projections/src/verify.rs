@@ -23,12 +23,7 @@ pub async fn digests(
     generation: &Generation,
 ) -> Result<Vec<TableDigest>, ProjectionError> {
     let mut out = Vec::new();
-    for table in projection
-        .tables()
-        .iter()
-        .copied()
-        .chain(["_stream_versions"])
-    {
+    for table in projection.tables().iter().copied().chain(["_stream_versions"]) {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT count(*) AS n, coalesce(md5(string_agg(x, '|' ORDER BY x)), '') AS digest \
              FROM (SELECT to_jsonb(t)::text AS x FROM {}.{table} t) rows",
@@ -36,11 +31,7 @@ pub async fn digests(
         )))
         .fetch_one(pool)
         .await?;
-        out.push(TableDigest {
-            table: table.to_string(),
-            rows: row.try_get("n")?,
-            digest: row.try_get("digest")?,
-        });
+        out.push(TableDigest { table: table.to_string(), rows: row.try_get("n")?, digest: row.try_get("digest")? });
     }
     Ok(out)
 }

@@ -17,8 +17,7 @@ use kefu_bus::{
 use kefu_domain::{
     Patch,
     customer::{
-        AssignAccountManager, ClassifyCustomer, CustomerCommand, RecordConsent,
-        UpdateCustomerProfile, examples,
+        AssignAccountManager, ClassifyCustomer, CustomerCommand, RecordConsent, UpdateCustomerProfile, examples,
     },
     interaction::{InteractionCommand, examples as interactions},
     values::PhoneNumber,
@@ -48,27 +47,16 @@ async fn world() -> anyhow::Result<World> {
     kefu_projections::migrate(&db.pool).await?;
     let store = PgEventStore::new(db.pool.clone());
     let service = CommandService::new(Arc::new(store.clone()));
-    let mut bus =
-        BusConfig::new(kefu_testkit::brokers()?).with_topic(kefu_testkit::unique_topic("proj"));
+    let mut bus = BusConfig::new(kefu_testkit::brokers()?).with_topic(kefu_testkit::unique_topic("proj"));
     bus.partitions = 3;
     if let Ok(d) = std::env::var("KEFU_TEST_KAFKA_DEBUG") {
         bus.client_properties.push(("debug".into(), d));
     }
-    Ok(World {
-        pool: db.pool,
-        store,
-        service,
-        bus,
-    })
+    Ok(World { pool: db.pool, store, service, bus })
 }
 
 fn actor() -> Actor {
-    Actor {
-        id: "agent.chen".into(),
-        name: Some("陈静".into()),
-        kind: ActorKind::User,
-        roles: vec!["agent".into()],
-    }
+    Actor { id: "agent.chen".into(), name: Some("陈静".into()), kind: ActorKind::User, roles: vec!["agent".into()] }
 }
 
 fn projection() -> Arc<dyn Projection> {
@@ -124,8 +112,7 @@ fn run_projector(w: &World) -> Running {
 
 async fn caught_up(w: &World) -> anyhow::Result<i64> {
     let head = w.store.head().await?;
-    let (ok, through) =
-        progress::wait_for(&w.pool, customer360::NAME, head, Duration::from_secs(60)).await?;
+    let (ok, through) = progress::wait_for(&w.pool, customer360::NAME, head, Duration::from_secs(60)).await?;
     anyhow::ensure!(ok, "projection stuck at {through} of {head}");
     Ok(head)
 }
@@ -136,9 +123,7 @@ async fn story(w: &World, interactions_count: usize) -> anyhow::Result<Uuid> {
     register.customer_id = Uuid::now_v7();
     let id = register.customer_id;
     let by = || CommandMeta::by(actor());
-    w.service
-        .customer(CustomerCommand::Register(register), by())
-        .await?;
+    w.service.customer(CustomerCommand::Register(register), by()).await?;
     w.service
         .customer(
             CustomerCommand::UpdateProfile(UpdateCustomerProfile {
@@ -185,22 +170,14 @@ async fn story(w: &World, interactions_count: usize) -> anyhow::Result<Uuid> {
         let mut log = interactions::log_phone_call();
         log.interaction_id = Uuid::now_v7();
         log.customer_id = id;
-        log.channel = if i % 3 == 0 {
-            Channel::Email
-        } else {
-            Channel::Phone
-        };
+        log.channel = if i % 3 == 0 { Channel::Email } else { Channel::Phone };
         log.resolved_at_first_contact = i % 2 == 0;
         if log.resolved_at_first_contact {
             log.tasks_handed_over.clear();
         }
         let mut meta = by();
-        meta.occurred_at = Some(
-            Utc.with_ymd_and_hms(2025, 1, 1, 9, 0, 0).unwrap() + chrono::Duration::hours(i as i64),
-        );
-        w.service
-            .interaction(InteractionCommand::Log(log), meta)
-            .await?;
+        meta.occurred_at = Some(Utc.with_ymd_and_hms(2025, 1, 1, 9, 0, 0).unwrap() + chrono::Duration::hours(i as i64));
+        w.service.interaction(InteractionCommand::Log(log), meta).await?;
     }
     Ok(id)
 }
@@ -215,30 +192,19 @@ async fn the_customer_360_shows_a_customers_whole_story() -> anyhow::Result<()> 
     caught_up(&w).await?;
 
     let mut tx = kefu_projections::read(&w.pool, customer360::NAME).await?;
-    let c = customer360::customer(&mut tx, id)
-        .await?
-        .expect("customer in the read model");
+    let c = customer360::customer(&mut tx, id).await?.expect("customer in the read model");
     assert_eq!(c.profile.name.as_str(), "华北制造有限公司");
-    assert_eq!(
-        c.profile.contacts.phone.as_ref().unwrap().as_str(),
-        "02155550101"
-    );
+    assert_eq!(c.profile.contacts.phone.as_ref().unwrap().as_str(), "02155550101");
     assert_eq!(c.profile.key_contacts.len(), 1);
     assert_eq!(c.value_tier.as_deref(), Some("POTENTIAL"));
     assert_eq!(c.industry.as_deref(), Some("MANUFACTURING"));
     assert!(c.key_account);
     assert_eq!(c.account_manager_id.as_deref(), Some("zhang.wei"));
     assert_eq!(c.consents["SURVEYS"]["granted"], serde_json::json!(true));
-    assert_eq!(
-        c.version, 7,
-        "register(3 events) + update + classify + assign + consent"
-    );
+    assert_eq!(c.version, 7, "register(3 events) + update + classify + assign + consent");
     assert_eq!(c.interaction_count, 5);
     assert_eq!(c.first_contact_resolution(), Some(3.0 / 5.0));
-    assert_eq!(
-        c.last_contact_at,
-        Some(Utc.with_ymd_and_hms(2025, 1, 1, 13, 0, 0).unwrap())
-    );
+    assert_eq!(c.last_contact_at, Some(Utc.with_ymd_and_hms(2025, 1, 1, 13, 0, 0).unwrap()));
     assert_eq!(c.last_contact_channel.as_deref(), Some("PHONE"));
     assert_eq!(
         customer360::channel_counts(&mut tx, id).await?,
@@ -249,18 +215,8 @@ async fn the_customer_360_shows_a_customers_whole_story() -> anyhow::Result<()> 
     let (page1, more) = customer360::timeline(&mut tx, id, 2, None).await?;
     assert!(more);
     let last = page1.last().unwrap();
-    let (page2, _) = customer360::timeline(
-        &mut tx,
-        id,
-        10,
-        Some((last.occurred_at, last.interaction_id)),
-    )
-    .await?;
-    let all: Vec<_> = page1
-        .iter()
-        .chain(page2.iter())
-        .map(|i| i.occurred_at)
-        .collect();
+    let (page2, _) = customer360::timeline(&mut tx, id, 10, Some((last.occurred_at, last.interaction_id))).await?;
+    let all: Vec<_> = page1.iter().chain(page2.iter()).map(|i| i.occurred_at).collect();
     assert_eq!(all.len(), 5);
     assert!(all.windows(2).all(|w| w[0] > w[1]), "newest first");
 
@@ -286,9 +242,7 @@ async fn redelivering_the_whole_log_changes_nothing() -> anyhow::Result<()> {
     let before = verify::digests(&w.pool, &*projection(), &active).await?;
 
     // Forget the offsets: the next run sees every record again.
-    sqlx::query("DELETE FROM projections.checkpoints")
-        .execute(&w.pool)
-        .await?;
+    sqlx::query("DELETE FROM projections.checkpoints").execute(&w.pool).await?;
     let projector = run_projector(&w);
     caught_up(&w).await?;
     projector.stop().await;
@@ -312,9 +266,7 @@ async fn a_rebuild_equals_the_live_projection_and_takes_over() -> anyhow::Result
     let report = rebuild(&w.pool, &w.bus, projection(), &options(), |_| {}).await?;
     assert_eq!(report.replaced, Some(live.generation));
     assert_eq!(report.generation.status, Status::Active);
-    let live_after = registry::get(&w.pool, customer360::NAME, live.generation)
-        .await?
-        .unwrap();
+    let live_after = registry::get(&w.pool, customer360::NAME, live.generation).await?.unwrap();
     assert_eq!(live_after.status, Status::Retired);
     assert_eq!(
         verify::digests(&w.pool, &*projection(), &live_after).await?,
@@ -375,24 +327,11 @@ async fn a_poison_event_parks_only_its_own_stream() -> anyhow::Result<()> {
     let dead = progress::dead_letters(&w.pool, &active).await?;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].stream_id, broken);
-    assert!(
-        dead[0].reason.contains("unknown customer"),
-        "{}",
-        dead[0].reason
-    );
-    assert_eq!(
-        dead[0].skipped_events, 1,
-        "the stream's later event is skipped, not applied out of order"
-    );
+    assert!(dead[0].reason.contains("unknown customer"), "{}", dead[0].reason);
+    assert_eq!(dead[0].skipped_events, 1, "the stream's later event is skipped, not applied out of order");
     let mut tx = kefu_projections::read(&w.pool, customer360::NAME).await?;
     assert!(customer360::customer(&mut tx, healthy).await?.is_some());
-    assert_eq!(
-        customer360::customer(&mut tx, later)
-            .await?
-            .unwrap()
-            .interaction_count,
-        2
-    );
+    assert_eq!(customer360::customer(&mut tx, later).await?.unwrap().interaction_count, 2);
     drop(tx);
     projector.stop().await;
     relay.stop().await;
@@ -407,14 +346,12 @@ async fn waiting_for_a_position_is_bounded_and_reports_progress() -> anyhow::Res
     let head = w.store.head().await?;
     // No relay yet: nothing can arrive.
     let started = std::time::Instant::now();
-    let (ok, through) =
-        progress::wait_for(&w.pool, customer360::NAME, head, Duration::from_millis(600)).await?;
+    let (ok, through) = progress::wait_for(&w.pool, customer360::NAME, head, Duration::from_millis(600)).await?;
     assert!(!ok);
     assert_eq!(through, 0);
     assert!(started.elapsed() >= Duration::from_millis(600));
     let relay = run_relay(&w);
-    let (ok, through) =
-        progress::wait_for(&w.pool, customer360::NAME, head, Duration::from_secs(60)).await?;
+    let (ok, through) = progress::wait_for(&w.pool, customer360::NAME, head, Duration::from_secs(60)).await?;
     assert!(ok && through >= head);
     let mut tx = kefu_projections::read(&w.pool, customer360::NAME).await?;
     assert!(customer360::customer(&mut tx, id).await?.is_some());
@@ -424,6 +361,44 @@ async fn waiting_for_a_position_is_bounded_and_reports_progress() -> anyhow::Res
     assert_eq!(status.len(), 1);
     assert_eq!(status[0].progress.lag_events, 0);
     assert_eq!(status[0].progress.records_published, head);
+    projector.stop().await;
+    relay.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_changed_table_layout_is_rebuilt_from_the_log_by_the_projector() -> anyhow::Result<()> {
+    let w = world().await?;
+    let relay = run_relay(&w);
+    let projector = run_projector(&w);
+    story(&w, 2).await?;
+    caught_up(&w).await?;
+    projector.stop().await;
+    let old = registry::active(&w.pool, customer360::NAME).await?.unwrap();
+    // As if the generation had been built by an older release with another layout.
+    sqlx::query("UPDATE projections.generations SET layout_fingerprint = 'older-layout' WHERE generation = $1")
+        .bind(old.generation)
+        .execute(&w.pool)
+        .await?;
+
+    let projector = run_projector(&w);
+    let new = kefu_testkit::eventually(Duration::from_secs(60), "a new generation", || {
+        let pool = w.pool.clone();
+        async move { Ok(registry::active(&pool, customer360::NAME).await?.filter(|g| g.generation != old.generation)) }
+    })
+    .await?;
+    assert_eq!(new.fingerprint, registry::fingerprint(customer360::Customer360.schema()));
+    let retired = registry::get(&w.pool, customer360::NAME, old.generation).await?.unwrap();
+    assert_eq!(retired.status, Status::Retired);
+    assert_eq!(
+        verify::digests(&w.pool, &*projection(), &retired).await?,
+        verify::digests(&w.pool, &*projection(), &new).await?
+    );
+    let id = story(&w, 1).await?;
+    caught_up(&w).await?;
+    let mut tx = kefu_projections::read(&w.pool, customer360::NAME).await?;
+    assert!(customer360::customer(&mut tx, id).await?.is_some(), "the projector serves the new generation");
+    drop(tx);
     projector.stop().await;
     relay.stop().await;
     Ok(())

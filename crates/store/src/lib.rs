@@ -22,11 +22,7 @@ pub use pg::{APPEND_CHANNEL, PgEventStore};
 
 /// Opens a pool that connects on first use; `acquire_timeout` bounds how long a request waits
 /// for the database before failing as unavailable.
-pub fn connect(
-    url: &str,
-    max_connections: u32,
-    acquire_timeout: Duration,
-) -> Result<PgPool, StoreError> {
+pub fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<PgPool, StoreError> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)

@@ -16,10 +16,7 @@ use crate::db_error;
 ///
 /// `migrations` are `(version, description, sql)`; the history goes to
 /// `<schema>._migrations`.
-pub fn embedded(
-    schema: &'static str,
-    migrations: &[(i64, &'static str, &'static str)],
-) -> Migrator {
+pub fn embedded(schema: &'static str, migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
     let list = migrations
         .iter()
         .map(|(version, description, sql)| {
@@ -40,14 +37,7 @@ pub fn embedded(
 
 /// The event store's migrations.
 pub fn event_store() -> Migrator {
-    embedded(
-        "event_store",
-        &[(
-            1,
-            "event store",
-            include_str!("../migrations/0001_event_store.sql"),
-        )],
-    )
+    embedded("event_store", &[(1, "event store", include_str!("../migrations/0001_event_store.sql"))])
 }
 
 /// Applies the event store's migrations.

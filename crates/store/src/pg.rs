@@ -31,8 +31,7 @@ pub(crate) fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         stream_type: row.try_get("stream_type").map_err(get)?,
         stream_version: row.try_get("stream_version").map_err(get)?,
         event_type: row.try_get("event_type").map_err(get)?,
-        schema_version: u32::try_from(schema_version)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        schema_version: u32::try_from(schema_version).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         customer_id: row.try_get("customer_id").map_err(get)?,
         occurred_at: row.try_get("occurred_at").map_err(get)?,
         recorded_at: row.try_get("recorded_at").map_err(get)?,
@@ -62,11 +61,7 @@ impl PgEventStore {
     }
 
     /// Events after `position` in the global log, in order, at most `limit`.
-    pub async fn read_after(
-        &self,
-        position: i64,
-        limit: i64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
+    pub async fn read_after(&self, position: i64, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM event_store.events WHERE global_position > $1 \
              ORDER BY global_position LIMIT $2"
@@ -82,21 +77,14 @@ impl PgEventStore {
 
     /// The last assigned global position (0 when the log is empty).
     pub async fn head(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT position FROM event_store.log_head")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_error)
+        sqlx::query_scalar("SELECT position FROM event_store.log_head").fetch_one(&self.pool).await.map_err(db_error)
     }
 
     /// One event by global position.
     pub async fn event_at(&self, position: i64) -> Result<Option<RecordedEvent>, StoreError> {
-        let sql =
-            format!("SELECT {EVENT_COLUMNS} FROM event_store.events WHERE global_position = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(position)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM event_store.events WHERE global_position = $1");
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(position).fetch_optional(&self.pool).await.map_err(db_error)?;
         row.as_ref().map(event_from_row).transpose()
     }
 
@@ -113,9 +101,7 @@ impl PgEventStore {
         let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
         let outcome: Option<Json<AppendOutcome>> = row.try_get("outcome").map_err(get)?;
         let Some(Json(outcome)) = outcome else {
-            return Err(StoreError::Corrupt(format!(
-                "command {command_id} has no recorded outcome"
-            )));
+            return Err(StoreError::Corrupt(format!("command {command_id} has no recorded outcome")));
         };
         Ok(Some(JournalledCommand {
             command: CommandRecord {
@@ -131,10 +117,7 @@ impl PgEventStore {
     async fn replay_of(&self, req: &AppendRequest) -> Result<AppendOutcome, StoreError> {
         match self.journalled(req.command.command_id).await? {
             Some(j) if j.command.payload == req.command.payload && j.stream_id == req.stream_id => {
-                Ok(AppendOutcome {
-                    deduplicated: true,
-                    ..j.outcome
-                })
+                Ok(AppendOutcome { deduplicated: true, ..j.outcome })
             }
             Some(j) => Err(StoreError::CommandIdReused {
                 command_id: req.command.command_id,
@@ -186,18 +169,14 @@ impl PgEventStore {
             .await
             .map_err(db_error)?;
         }
-        let current = sqlx::query(
-            "SELECT stream_type, version FROM event_store.streams WHERE stream_id = $1 FOR UPDATE",
-        )
-        .bind(req.stream_id)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db_error)?;
+        let current =
+            sqlx::query("SELECT stream_type, version FROM event_store.streams WHERE stream_id = $1 FOR UPDATE")
+                .bind(req.stream_id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_error)?;
         let (stream_type, version): (String, i64) = match current {
-            Some(row) => (
-                row.try_get("stream_type").map_err(db_error)?,
-                row.try_get("version").map_err(db_error)?,
-            ),
+            Some(row) => (row.try_get("stream_type").map_err(db_error)?, row.try_get("version").map_err(db_error)?),
             None => (req.stream_type.clone(), 0),
         };
         if stream_type != req.stream_type {
@@ -233,10 +212,8 @@ impl PgEventStore {
             let versions: Vec<i64> = (version + 1..=version + n).collect();
             let ids: Vec<Uuid> = req.events.iter().map(|e| e.event_id).collect();
             let types: Vec<String> = req.events.iter().map(|e| e.event_type.clone()).collect();
-            let schema_versions: Vec<i32> =
-                req.events.iter().map(|e| e.schema_version as i32).collect();
-            let payloads: Vec<serde_json::Value> =
-                req.events.iter().map(|e| e.payload.clone()).collect();
+            let schema_versions: Vec<i32> = req.events.iter().map(|e| e.schema_version as i32).collect();
+            let payloads: Vec<serde_json::Value> = req.events.iter().map(|e| e.payload.clone()).collect();
             sqlx::query(
                 "INSERT INTO event_store.events (global_position, event_id, stream_id, stream_type, \
                    stream_version, event_type, schema_version, customer_id, occurred_at, recorded_at, \
@@ -264,15 +241,13 @@ impl PgEventStore {
             .await
             .map_err(db_error)?;
 
-            sqlx::query(
-                "UPDATE event_store.streams SET version = $2, updated_at = $3 WHERE stream_id = $1",
-            )
-            .bind(req.stream_id)
-            .bind(version + n)
-            .bind(now)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
+            sqlx::query("UPDATE event_store.streams SET version = $2, updated_at = $3 WHERE stream_id = $1")
+                .bind(req.stream_id)
+                .bind(version + n)
+                .bind(now)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?;
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(APPEND_CHANNEL)
                 .bind(last.to_string())
@@ -289,11 +264,7 @@ impl PgEventStore {
             .fetch_one(&mut **tx)
             .await
             .map_err(db_error)?;
-            (
-                None,
-                row.try_get("last").map_err(db_error)?,
-                row.try_get("now").map_err(db_error)?,
-            )
+            (None, row.try_get("last").map_err(db_error)?, row.try_get("now").map_err(db_error)?)
         };
 
         let outcome = AppendOutcome {
@@ -305,15 +276,13 @@ impl PgEventStore {
             recorded_at,
             deduplicated: false,
         };
-        sqlx::query(
-            "UPDATE event_store.commands SET outcome = $2, recorded_at = $3 WHERE command_id = $1",
-        )
-        .bind(req.command.command_id)
-        .bind(Json(&outcome))
-        .bind(recorded_at)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_error)?;
+        sqlx::query("UPDATE event_store.commands SET outcome = $2, recorded_at = $3 WHERE command_id = $1")
+            .bind(req.command.command_id)
+            .bind(Json(&outcome))
+            .bind(recorded_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
         Ok(Some(outcome))
     }
 
@@ -348,14 +317,10 @@ impl PgEventStore {
     }
 
     async fn load_stream(&self, stream_id: Uuid) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM event_store.events WHERE stream_id = $1 ORDER BY stream_version"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(stream_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let sql =
+            format!("SELECT {EVENT_COLUMNS} FROM event_store.events WHERE stream_id = $1 ORDER BY stream_version");
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(stream_id).fetch_all(&self.pool).await.map_err(db_error)?;
         rows.iter().map(event_from_row).collect()
     }
 }
@@ -369,10 +334,7 @@ impl EventStore for PgEventStore {
         Box::pin(self.load_stream(stream_id))
     }
 
-    fn find_command(
-        &self,
-        command_id: Uuid,
-    ) -> BoxFuture<'_, Result<Option<JournalledCommand>, StoreError>> {
+    fn find_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<JournalledCommand>, StoreError>> {
         Box::pin(self.journalled(command_id))
     }
 }

@@ -19,12 +19,11 @@ pub struct PartitionMark {
 
 /// Everything up to this position has been acknowledged by the broker.
 pub async fn cursor(pool: &PgPool, topic: &str) -> Result<i64, StoreError> {
-    let position: Option<i64> =
-        sqlx::query_scalar("SELECT position FROM event_store.relay_cursor WHERE topic = $1")
-            .bind(topic)
-            .fetch_optional(pool)
-            .await
-            .map_err(db_error)?;
+    let position: Option<i64> = sqlx::query_scalar("SELECT position FROM event_store.relay_cursor WHERE topic = $1")
+        .bind(topic)
+        .fetch_optional(pool)
+        .await
+        .map_err(db_error)?;
     Ok(position.unwrap_or(0))
 }
 
@@ -51,12 +50,7 @@ pub async fn partitions(pool: &PgPool, topic: &str) -> Result<Vec<PartitionMark>
 
 /// Records, atomically, that everything up to `position` is on the broker and where the
 /// written partitions now end. The cursor never moves backwards here.
-pub async fn advance(
-    pool: &PgPool,
-    topic: &str,
-    position: i64,
-    marks: &[PartitionMark],
-) -> Result<(), StoreError> {
+pub async fn advance(pool: &PgPool, topic: &str, position: i64, marks: &[PartitionMark]) -> Result<(), StoreError> {
     let mut tx = pool.begin().await.map_err(db_error)?;
     sqlx::query(
         "INSERT INTO event_store.relay_cursor (topic, position) VALUES ($1, $2) \
@@ -113,18 +107,12 @@ impl RelayLock {
     /// Checks that the lock's session is still alive (a session-level advisory lock lives
     /// exactly as long as its session).
     pub async fn still_held(&mut self) -> bool {
-        sqlx::query("SELECT 1")
-            .execute(&mut *self.conn)
-            .await
-            .is_ok()
+        sqlx::query("SELECT 1").execute(&mut *self.conn).await.is_ok()
     }
 
     /// Releases the lock.
     pub async fn release(mut self) {
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(self.key)
-            .execute(&mut *self.conn)
-            .await;
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.key).execute(&mut *self.conn).await;
     }
 }
 

@@ -20,12 +20,7 @@ async fn store() -> anyhow::Result<PgEventStore> {
 }
 
 fn actor() -> Actor {
-    Actor {
-        id: "agent.chen".into(),
-        name: Some("陈静".into()),
-        kind: ActorKind::User,
-        roles: vec!["agent".into()],
-    }
+    Actor { id: "agent.chen".into(), name: Some("陈静".into()), kind: ActorKind::User, roles: vec!["agent".into()] }
 }
 
 fn request(stream: Uuid, expected: i64, n: usize) -> AppendRequest {
@@ -62,10 +57,7 @@ async fn appended_events_load_back_with_their_envelope() -> anyhow::Result<()> {
     let req = request(stream, 0, 3);
     let outcome = store.append(req.clone()).await?;
     assert_eq!(outcome.stream_version, 3);
-    assert_eq!(
-        (outcome.first_position, outcome.last_position),
-        (Some(1), Some(3))
-    );
+    assert_eq!((outcome.first_position, outcome.last_position), (Some(1), Some(3)));
     assert!(!outcome.deduplicated);
 
     let events = store.load(stream).await?;
@@ -95,19 +87,9 @@ async fn a_wrong_expected_version_is_refused_with_the_current_version() -> anyho
     let stream = Uuid::now_v7();
     store.append(request(stream, 0, 2)).await?;
     let err = store.append(request(stream, 1, 1)).await.unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::WrongExpectedVersion {
-            stream_id: stream,
-            expected: 1,
-            actual: 2
-        }
-    );
+    assert_eq!(err, StoreError::WrongExpectedVersion { stream_id: stream, expected: 1, actual: 2 });
     let err = store.append(request(stream, 0, 1)).await.unwrap_err();
-    assert!(matches!(
-        err,
-        StoreError::WrongExpectedVersion { actual: 2, .. }
-    ));
+    assert!(matches!(err, StoreError::WrongExpectedVersion { actual: 2, .. }));
     assert_eq!(store.load(stream).await?.len(), 2);
     // A refused append leaves no hole in the global log.
     let ok = store.append(request(stream, 2, 1)).await?;
@@ -123,10 +105,7 @@ async fn a_retried_command_appends_nothing_and_returns_the_first_result() -> any
     let first = store.append(req.clone()).await?;
     // The retry may even carry a stale expected version: the journal answers first.
     let mut retry = req.clone();
-    retry
-        .events
-        .iter_mut()
-        .for_each(|e| e.event_id = Uuid::now_v7());
+    retry.events.iter_mut().for_each(|e| e.event_id = Uuid::now_v7());
     let again = store.append(retry).await?;
     assert!(again.deduplicated);
     assert_eq!(again.stream_version, first.stream_version);
@@ -142,8 +121,7 @@ async fn a_retried_command_appends_nothing_and_returns_the_first_result() -> any
 }
 
 #[tokio::test]
-async fn concurrent_appends_to_one_stream_have_exactly_one_winner_per_version() -> anyhow::Result<()>
-{
+async fn concurrent_appends_to_one_stream_have_exactly_one_winner_per_version() -> anyhow::Result<()> {
     let store = Arc::new(store().await?);
     let stream = Uuid::now_v7();
     let tasks = 16;
@@ -170,11 +148,7 @@ async fn concurrent_appends_to_one_stream_have_exactly_one_winner_per_version() 
     all_wins.sort_unstable();
     // Every version 1..=rounds was won at most once, and the stream has no gaps.
     let unique: HashSet<_> = all_wins.iter().copied().collect();
-    assert_eq!(
-        unique.len(),
-        all_wins.len(),
-        "a version was won twice: {all_wins:?}"
-    );
+    assert_eq!(unique.len(), all_wins.len(), "a version was won twice: {all_wins:?}");
     let events = store.load(stream).await?;
     let versions: Vec<i64> = events.iter().map(|e| e.stream_version).collect();
     assert_eq!(versions, (1..=events.len() as i64).collect::<Vec<_>>());
@@ -208,17 +182,13 @@ async fn concurrent_retries_of_one_command_append_once() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn a_reader_never_sees_a_later_position_while_an_earlier_one_is_in_flight()
--> anyhow::Result<()> {
+async fn a_reader_never_sees_a_later_position_while_an_earlier_one_is_in_flight() -> anyhow::Result<()> {
     let store = Arc::new(store().await?);
     let a = Uuid::now_v7();
     let b = Uuid::now_v7();
     // Transaction A appends and stays open.
     let mut tx = store.pool().begin().await?;
-    let held = store
-        .append_uncommitted(&mut tx, &request(a, 0, 2))
-        .await?
-        .unwrap();
+    let held = store.append_uncommitted(&mut tx, &request(a, 0, 2)).await?.unwrap();
     assert_eq!(held.first_position, Some(1));
     // B appends concurrently: it must queue behind A rather than commit position 3 first.
     let b_task = {
@@ -226,27 +196,18 @@ async fn a_reader_never_sees_a_later_position_while_an_earlier_one_is_in_flight(
         tokio::spawn(async move { store.append(request(b, 0, 1)).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !b_task.is_finished(),
-        "B committed while A's earlier positions were in flight"
-    );
+    assert!(!b_task.is_finished(), "B committed while A's earlier positions were in flight");
     assert!(store.read_after(0, 100).await?.is_empty());
     tx.commit().await?;
     let b_outcome = b_task.await??;
     assert_eq!(b_outcome.first_position, Some(3));
-    let positions: Vec<i64> = store
-        .read_after(0, 100)
-        .await?
-        .iter()
-        .map(|e| e.global_position)
-        .collect();
+    let positions: Vec<i64> = store.read_after(0, 100).await?.iter().map(|e| e.global_position).collect();
     assert_eq!(positions, vec![1, 2, 3]);
     Ok(())
 }
 
 #[tokio::test]
-async fn positions_stay_dense_under_concurrent_writers_and_a_polling_reader() -> anyhow::Result<()>
-{
+async fn positions_stay_dense_under_concurrent_writers_and_a_polling_reader() -> anyhow::Result<()> {
     let store = Arc::new(store().await?);
     let writers: Vec<_> = (0..8)
         .map(|_| {
@@ -271,10 +232,7 @@ async fn positions_stay_dense_under_concurrent_writers_and_a_polling_reader() ->
             assert_eq!(e.global_position, seen + 1, "the reader skipped a position");
             seen = e.global_position;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "writers stalled at {seen}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "writers stalled at {seen}");
         tokio::task::yield_now().await;
     }
     for w in writers {
@@ -315,23 +273,13 @@ async fn a_stream_keeps_its_type() -> anyhow::Result<()> {
 #[tokio::test]
 async fn an_unreachable_database_is_unavailable_not_a_panic() -> anyhow::Result<()> {
     // Port 9 (discard) on loopback: nothing listens there.
-    let pool = kefu_store::connect(
-        "postgres://kefu@127.0.0.1:9/kefu",
-        2,
-        Duration::from_millis(500),
-    )?;
+    let pool = kefu_store::connect("postgres://kefu@127.0.0.1:9/kefu", 2, Duration::from_millis(500))?;
     let store = PgEventStore::new(pool);
-    let err = store
-        .append(request(Uuid::now_v7(), 0, 1))
-        .await
-        .unwrap_err();
+    let err = store.append(request(Uuid::now_v7(), 0, 1)).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     let service = CommandService::new(Arc::new(store));
     let err = service
-        .customer(
-            CustomerCommand::Register(examples::register_person().1),
-            CommandMeta::by(actor()),
-        )
+        .customer(CustomerCommand::Register(examples::register_person().1), CommandMeta::by(actor()))
         .await
         .unwrap_err();
     assert!(matches!(err, AppError::Unavailable(_)), "{err:?}");
@@ -346,12 +294,8 @@ async fn the_command_service_on_postgres_dedupes_and_detects_conflicts() -> anyh
     let mut meta = CommandMeta::by(actor());
     meta.command_id = Some(Uuid::now_v7());
     meta.occurred_at = Some(Utc::now() - chrono::Duration::days(400));
-    let first = service
-        .customer(CustomerCommand::Register(register.clone()), meta.clone())
-        .await?;
-    let again = service
-        .customer(CustomerCommand::Register(register), meta)
-        .await?;
+    let first = service.customer(CustomerCommand::Register(register.clone()), meta.clone()).await?;
+    let again = service.customer(CustomerCommand::Register(register), meta).await?;
     assert!(again.deduplicated);
     assert_eq!(again.last_position, first.last_position);
 
@@ -365,26 +309,14 @@ async fn the_command_service_on_postgres_dedupes_and_detects_conflicts() -> anyh
     let mut stale = CommandMeta::by(actor());
     stale.expected_version = Some(0);
     let err = service.customer(assign("a"), stale).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            AppError::Conflict {
-                actual: 1,
-                expected: 0,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, AppError::Conflict { actual: 1, expected: 0, .. }), "{err:?}");
 
     // Without an expected version, racing commands are re-decided and all land.
     let mut handles = Vec::new();
     for i in 0..6 {
         let service = service.clone();
         let cmd = assign(&format!("manager-{i}"));
-        handles.push(tokio::spawn(async move {
-            service.customer(cmd, CommandMeta::by(actor())).await
-        }));
+        handles.push(tokio::spawn(async move { service.customer(cmd, CommandMeta::by(actor())).await }));
     }
     for h in handles {
         h.await??;

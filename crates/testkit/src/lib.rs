@@ -43,13 +43,9 @@ fn setting(name: &str) -> Result<String> {
 pub fn init_tracing() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,sqlx=warn,librdkafka=warn")
-        });
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,librdkafka=warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     });
 }
 
@@ -61,6 +57,11 @@ pub fn admin_database_url() -> Result<String> {
 /// Bootstrap servers of the test broker.
 pub fn brokers() -> Result<String> {
     setting("KEFU_TEST_BROKERS")
+}
+
+/// The Python interpreter with the consumer packages (`deploy/python-requirements.txt`).
+pub fn python() -> Result<String> {
+    setting("KEFU_TEST_PYTHON")
 }
 
 /// A database of its own for one test.
@@ -78,20 +79,15 @@ pub async fn fresh_database() -> Result<TestDatabase> {
     init_tracing();
     let admin = admin_database_url()?;
     let name = format!("t_{}", Uuid::new_v4().simple());
-    let mut conn = PgConnection::connect(&admin)
-        .await
-        .with_context(|| format!("cannot reach the test PostgreSQL at {admin}"))?;
+    let mut conn =
+        PgConnection::connect(&admin).await.with_context(|| format!("cannot reach the test PostgreSQL at {admin}"))?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
         .context("CREATE DATABASE")?;
     conn.close().await.ok();
     let url = replace_database(&admin, &name);
-    let pool = PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect(&url)
-        .await?;
+    let pool = PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(30)).connect(&url).await?;
     Ok(TestDatabase { url, name, pool })
 }
 
@@ -118,9 +114,7 @@ pub fn unique_topic(prefix: &str) -> String {
 
 /// Creates a topic with `partitions` partitions on the test broker.
 pub async fn create_topic(name: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers()?)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers()?).create()?;
     let results = admin
         .create_topics(
             &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
@@ -173,9 +167,8 @@ pub fn kefu_binary() -> Result<PathBuf> {
         if !status.success() {
             return Err("building the kefu binary failed".into());
         }
-        let target = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| repo_root().join("target"));
+        let target =
+            std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target"));
         Ok(target.join("debug").join("kefu"))
     })
     .clone()
@@ -200,8 +193,7 @@ impl KefuProcess {
             .args(args)
             .env(
                 "RUST_LOG",
-                std::env::var("KEFU_TEST_CHILD_LOG")
-                    .unwrap_or_else(|_| "info,sqlx=warn,librdkafka=warn".into()),
+                std::env::var("KEFU_TEST_CHILD_LOG").unwrap_or_else(|_| "info,sqlx=warn,librdkafka=warn".into()),
             )
             .env("KEFU_LOG_FORMAT", "text")
             .env("NO_COLOR", "1")
@@ -216,10 +208,7 @@ impl KefuProcess {
         if let Some(stderr) = child.stderr.take() {
             let log = log.clone();
             std::thread::spawn(move || {
-                for line in std::io::BufReader::new(stderr)
-                    .lines()
-                    .map_while(|l| l.ok())
-                {
+                for line in std::io::BufReader::new(stderr).lines().map_while(|l| l.ok()) {
                     if let Some(url) = line.strip_prefix("kefu is ready: GraphQL at ") {
                         let _ = tx.send(url.trim_end_matches("/graphql").to_string());
                     }
@@ -229,18 +218,11 @@ impl KefuProcess {
                 }
             });
         }
-        let mut process = KefuProcess {
-            child,
-            base_url: None,
-            log,
-        };
+        let mut process = KefuProcess { child, base_url: None, log };
         if wait_for_gateway {
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(url) => process.base_url = Some(url),
-                Err(_) => bail!(
-                    "kefu did not become ready; its log:\n{}",
-                    process.log_tail(80)
-                ),
+                Err(_) => bail!("kefu did not become ready; its log:\n{}", process.log_tail(80)),
             }
         }
         Ok(process)
@@ -254,10 +236,7 @@ impl KefuProcess {
 
     /// Whether the log contains `needle`.
     pub fn logged(&self, needle: &str) -> bool {
-        self.log
-            .lock()
-            .map(|l| l.iter().any(|line| line.contains(needle)))
-            .unwrap_or(false)
+        self.log.lock().map(|l| l.iter().any(|line| line.contains(needle))).unwrap_or(false)
     }
 
     /// Kills it at once (SIGKILL): no clean shutdown.
@@ -269,9 +248,7 @@ impl KefuProcess {
     /// Asks it to stop (SIGTERM) and waits.
     pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
         let pid = self.child.id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status();
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -296,10 +273,143 @@ impl KefuProcess {
 
 impl Drop for KefuProcess {
     fn drop(&mut self) {
+        let lines = match std::env::var("KEFU_TEST_SHOW_LOGS").as_deref() {
+            Ok("all") => usize::MAX,
+            Ok(_) => 60,
+            Err(_) if std::thread::panicking() => 60,
+            Err(_) => 0,
+        };
+        let exited = self.child.try_wait().ok().flatten();
         self.kill();
-        if std::thread::panicking() {
-            eprintln!("--- kefu log (last lines) ---\n{}", self.log_tail(60));
+        if lines > 0 {
+            eprintln!("--- kefu log (last lines; exited by itself: {exited:?}) ---\n{}", self.log_tail(lines));
         }
+    }
+}
+
+/// A free TCP port on loopback (bound and released; good enough for tests).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn lib_sh(script: &str) -> Result<()> {
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source deploy/lib.sh && {script}"))
+        .current_dir(repo_root())
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "`{script}` failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A PostgreSQL cluster of its own for a test that must stop and start the database (the
+/// shared test cluster must stay up). Uses deploy/lib.sh, so it runs as the scripts do.
+pub struct PrivatePostgres {
+    profile: String,
+    /// Its port.
+    pub port: u16,
+}
+
+impl PrivatePostgres {
+    /// Initialises and starts a cluster under `.kefu/<profile>/`.
+    pub fn start() -> Result<Self> {
+        let profile = format!("tmp-pg-{}", &Uuid::new_v4().simple().to_string()[..8]);
+        let port = free_port()?;
+        lib_sh(&format!("start_postgres {profile} {port} fast"))?;
+        Ok(PrivatePostgres { profile, port })
+    }
+
+    /// URL of its `kefu` database.
+    pub fn url(&self) -> String {
+        format!("postgres://kefu@127.0.0.1:{}/kefu", self.port)
+    }
+
+    /// Stops the server (data is kept).
+    pub fn stop(&self) -> Result<()> {
+        lib_sh(&format!("stop_postgres {}", self.profile))
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&self) -> Result<()> {
+        lib_sh(&format!("start_postgres {} {} fast", self.profile, self.port))
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        let _ = std::fs::remove_dir_all(repo_root().join(".kefu").join(&self.profile));
+    }
+}
+
+/// A broker process of its own for a test that must stop and start the broker.
+pub struct PrivateBroker {
+    profile: String,
+    /// Its port.
+    pub port: u16,
+}
+
+impl PrivateBroker {
+    /// Starts a tansu broker with memory storage.
+    pub fn start() -> Result<Self> {
+        let profile = format!("tmp-broker-{}", &Uuid::new_v4().simple().to_string()[..8]);
+        let port = free_port()?;
+        lib_sh(&format!("start_broker {profile} {port}"))?;
+        Ok(PrivateBroker { profile, port })
+    }
+
+    /// Bootstrap servers.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it (its memory storage forgets everything).
+    pub fn stop(&self) -> Result<()> {
+        lib_sh(&format!("stop_broker {}", self.profile))?;
+        // Wait until the port is closed.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("the broker on port {} did not stop", self.port)
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open but nothing answers, as in a
+    /// network partition. Its data is kept.
+    pub fn pause(&self) -> Result<()> {
+        self.signal("STOP")
+    }
+
+    /// Thaws a paused broker (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        self.signal("CONT")
+    }
+
+    fn signal(&self, signal: &str) -> Result<()> {
+        let pid = std::fs::read_to_string(repo_root().join(".kefu").join(&self.profile).join("broker.pid"))?;
+        let status = std::process::Command::new("kill").args([&format!("-{signal}"), pid.trim()]).status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
+    }
+
+    /// Starts it again on the same port (empty).
+    pub fn restart(&self) -> Result<()> {
+        lib_sh(&format!("start_broker {} {}", self.profile, self.port))
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        let _ = std::fs::remove_dir_all(repo_root().join(".kefu").join(&self.profile));
     }
 }
 
@@ -314,15 +424,9 @@ mod tests {
             "postgres://kefu@127.0.0.1:5432/t_1"
         );
         assert_eq!(
-            replace_database(
-                "postgres://kefu@127.0.0.1:5432/postgres?sslmode=disable",
-                "t_1"
-            ),
+            replace_database("postgres://kefu@127.0.0.1:5432/postgres?sslmode=disable", "t_1"),
             "postgres://kefu@127.0.0.1:5432/t_1?sslmode=disable"
         );
-        assert_eq!(
-            replace_database("postgres://kefu@h:1", "t"),
-            "postgres://kefu@h:1/t"
-        );
+        assert_eq!(replace_database("postgres://kefu@h:1", "t"), "postgres://kefu@h:1/t");
     }
 }

@@ -26,25 +26,16 @@ pub struct GlobalPosition(pub i64);
 impl ScalarType for GlobalPosition {
     fn parse(value: Value) -> async_graphql::InputValueResult<Self> {
         match &value {
-            Value::Number(n) => n
-                .as_i64()
-                .filter(|v| *v >= 0)
-                .map(GlobalPosition)
-                .ok_or_else(|| {
-                    async_graphql::InputValueError::custom(
-                        "a global position is a non-negative integer",
-                    )
-                }),
-            Value::String(s) => s
-                .parse::<i64>()
-                .ok()
-                .filter(|v| *v >= 0)
-                .map(GlobalPosition)
-                .ok_or_else(|| {
-                    async_graphql::InputValueError::custom(
-                        "a global position is a non-negative integer",
-                    )
-                }),
+            Value::Number(n) => {
+                n.as_i64().filter(|v| *v >= 0).map(GlobalPosition).ok_or_else(|| {
+                    async_graphql::InputValueError::custom("a global position is a non-negative integer")
+                })
+            }
+            Value::String(s) => {
+                s.parse::<i64>().ok().filter(|v| *v >= 0).map(GlobalPosition).ok_or_else(|| {
+                    async_graphql::InputValueError::custom("a global position is a non-negative integer")
+                })
+            }
             _ => Err(async_graphql::InputValueError::expected_type(value)),
         }
     }
@@ -116,10 +107,7 @@ impl StaffInput {
             Some(n) => v.check(field, Name::parse("name", n)).map(Some),
             None => Some(None),
         };
-        Some(StaffRef {
-            id: id?,
-            name: name?,
-        })
+        Some(StaffRef { id: id?, name: name? })
     }
 }
 
@@ -134,10 +122,7 @@ pub struct Staff {
 
 impl From<&StaffRef> for Staff {
     fn from(s: &StaffRef) -> Self {
-        Staff {
-            id: s.id.as_str().to_string(),
-            name: s.name.as_ref().map(|n| n.as_str().to_string()),
-        }
+        Staff { id: s.id.as_str().to_string(), name: s.name.as_ref().map(|n| n.as_str().to_string()) }
     }
 }
 
@@ -152,34 +137,25 @@ pub fn parse_id(kind: &str, field: &str, raw: &str) -> Result<Uuid, DomainError>
     let bare = match raw.split_once(':') {
         Some((k, rest)) if k == kind => rest,
         Some((k, _)) => {
-            return Err(DomainError::invalid(
-                field,
-                format!("`{raw}` is the id of a {k}, not of a {kind}"),
-            ));
+            return Err(DomainError::invalid(field, format!("`{raw}` is the id of a {k}, not of a {kind}")));
         }
         None => raw,
     };
-    Uuid::parse_str(bare)
-        .map_err(|_| DomainError::invalid(field, format!("`{raw}` is not a {kind} id")))
+    Uuid::parse_str(bare).map_err(|_| DomainError::invalid(field, format!("`{raw}` is not a {kind} id")))
 }
 
 /// Splits a global id into kind and UUID.
 pub fn parse_global_id(raw: &str) -> Result<(&str, Uuid), Error> {
-    let (kind, id) = raw.split_once(':').ok_or_else(|| {
-        errors::invalid(
-            "id",
-            format!("`{raw}` is not a kefu id (expected Kind:uuid)"),
-        )
-    })?;
-    let uuid = Uuid::parse_str(id)
-        .map_err(|_| errors::invalid("id", format!("`{raw}` is not a kefu id")))?;
+    let (kind, id) = raw
+        .split_once(':')
+        .ok_or_else(|| errors::invalid("id", format!("`{raw}` is not a kefu id (expected Kind:uuid)")))?;
+    let uuid = Uuid::parse_str(id).map_err(|_| errors::invalid("id", format!("`{raw}` is not a kefu id")))?;
     Ok((kind, uuid))
 }
 
 /// The caller.
 pub fn actor<'a>(ctx: &'a Context<'_>) -> Result<&'a Actor, Error> {
-    ctx.data::<Actor>()
-        .map_err(|_| errors::coded("UNAUTHENTICATED", "no authenticated caller"))
+    ctx.data::<Actor>().map_err(|_| errors::coded("UNAUTHENTICATED", "no authenticated caller"))
 }
 
 /// The caller, who must be allowed to change data.
@@ -188,10 +164,7 @@ pub fn writer<'a>(ctx: &'a Context<'_>) -> Result<&'a Actor, Error> {
     if !has_any_role(actor, WRITER_ROLES) {
         return Err(errors::coded(
             "FORBIDDEN",
-            format!(
-                "changing data needs one of the roles {}",
-                WRITER_ROLES.join(", ")
-            ),
+            format!("changing data needs one of the roles {}", WRITER_ROLES.join(", ")),
         ));
     }
     Ok(actor)
@@ -204,17 +177,11 @@ pub struct CorrelationId(pub Uuid);
 /// Builds command metadata from the request and the options.
 pub fn meta(ctx: &Context<'_>, options: &CommandOptions) -> Result<CommandMeta, Error> {
     let actor = writer(ctx)?.clone();
-    let correlation = ctx
-        .data_opt::<CorrelationId>()
-        .map(|c| c.0)
-        .unwrap_or_else(Uuid::now_v7);
+    let correlation = ctx.data_opt::<CorrelationId>().map(|c| c.0).unwrap_or_else(Uuid::now_v7);
     if let Some(v) = options.expected_version
         && v < 0
     {
-        return Err(errors::invalid(
-            "input.expectedVersion",
-            "must not be negative",
-        ));
+        return Err(errors::invalid("input.expectedVersion", "must not be negative"));
     }
     Ok(CommandMeta {
         // Every command gets an id, so every result can name the command that produced it.
@@ -234,20 +201,13 @@ pub fn state<'a>(ctx: &'a Context<'_>) -> &'a State {
 }
 
 /// Waits until `projection` reflects `position` (when given), within the configured limit.
-pub async fn wait_for(
-    ctx: &Context<'_>,
-    projection: &str,
-    position: Option<GlobalPosition>,
-) -> Result<(), Error> {
+pub async fn wait_for(ctx: &Context<'_>, projection: &str, position: Option<GlobalPosition>) -> Result<(), Error> {
     let Some(GlobalPosition(position)) = position else {
         return Ok(());
     };
     let state = state(ctx);
-    let (reached, through) = state
-        .waiter
-        .wait(projection, position, state.max_wait)
-        .await
-        .map_err(errors::projection)?;
+    let (reached, through) =
+        state.waiter.wait(projection, position, state.max_wait).await.map_err(errors::projection)?;
     if reached {
         return Ok(());
     }

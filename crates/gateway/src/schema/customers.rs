@@ -1,17 +1,15 @@
 //! Customers: the customer 360 view and the commands on a customer file.
 
 use async_graphql::{
-    ComplexObject, Context, Enum, Error, ID, InputObject, MaybeUndefined, Object, Result,
-    SimpleObject,
+    ComplexObject, Context, Enum, Error, ID, InputObject, MaybeUndefined, Object, Result, SimpleObject,
     connection::{Connection, Edge, OpaqueCursor},
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use kefu_domain::{
     Patch,
     customer::{
-        AssignAccountManager, Classification as DomainClassification, ClassifyCustomer,
-        Contacts as DomainContacts, CustomerCommand, KeyContact as DomainKeyContact, RecordConsent,
-        RegisterCustomer, UpdateCustomerProfile,
+        AssignAccountManager, Classification as DomainClassification, ClassifyCustomer, Contacts as DomainContacts,
+        CustomerCommand, KeyContact as DomainKeyContact, RecordConsent, RegisterCustomer, UpdateCustomerProfile,
     },
     values::{Address as DomainAddress, Email, Label, Name, PhoneNumber, Text},
     vocab,
@@ -214,20 +212,11 @@ impl Customer {
     async fn classification(&self) -> Classification {
         let v = &self.0;
         Classification {
-            industry: v
-                .industry
-                .as_deref()
-                .and_then(from_short::<vocab::Industry, _>),
+            industry: v.industry.as_deref().and_then(from_short::<vocab::Industry, _>),
             scale: v.scale.as_deref().and_then(from_short::<vocab::Scale, _>),
             tenure: v.tenure.as_deref().and_then(from_short::<vocab::Tenure, _>),
-            value_tier: v
-                .value_tier
-                .as_deref()
-                .and_then(from_short::<vocab::ValueTier, _>),
-            lifecycle_segment: v
-                .lifecycle_segment
-                .as_deref()
-                .and_then(from_short::<vocab::LifecycleSegment, _>),
+            value_tier: v.value_tier.as_deref().and_then(from_short::<vocab::ValueTier, _>),
+            lifecycle_segment: v.lifecycle_segment.as_deref().and_then(from_short::<vocab::LifecycleSegment, _>),
             key_account: v.key_account,
             grade: v.grade.clone(),
         }
@@ -235,10 +224,7 @@ impl Customer {
 
     /// The dedicated account manager (客户经理), if any.
     async fn account_manager(&self) -> Option<Staff> {
-        self.0.account_manager_id.as_ref().map(|id| Staff {
-            id: id.clone(),
-            name: self.0.account_manager_name.clone(),
-        })
+        self.0.account_manager_id.as_ref().map(|id| Staff { id: id.clone(), name: self.0.account_manager_name.clone() })
     }
 
     /// Consent per purpose, for every purpose the customer has answered.
@@ -252,17 +238,9 @@ impl Customer {
                 Some(Consent {
                     purpose: from_short::<vocab::ConsentPurpose, _>(purpose)?,
                     granted: v.get("granted")?.as_bool()?,
-                    at: v
-                        .get("at")
-                        .and_then(|t| serde_json::from_value(t.clone()).ok()),
-                    channel: v
-                        .get("channel")
-                        .and_then(|c| c.as_str())
-                        .and_then(from_short::<vocab::Channel, _>),
-                    recorded_by: v
-                        .get("recordedBy")
-                        .and_then(|r| r.as_str())
-                        .map(str::to_string),
+                    at: v.get("at").and_then(|t| serde_json::from_value(t.clone()).ok()),
+                    channel: v.get("channel").and_then(|c| c.as_str()).and_then(from_short::<vocab::Channel, _>),
+                    recorded_by: v.get("recordedBy").and_then(|r| r.as_str()).map(str::to_string),
                 })
             })
             .collect();
@@ -312,25 +290,17 @@ impl Customer {
 
     /// Channel of the latest contact.
     async fn last_contact_channel(&self) -> Option<Channel> {
-        self.0
-            .last_contact_channel
-            .as_deref()
-            .and_then(from_short::<vocab::Channel, _>)
+        self.0.last_contact_channel.as_deref().and_then(from_short::<vocab::Channel, _>)
     }
 
     /// Contacts per channel, most used first.
     async fn contacts_by_channel(&self, ctx: &Context<'_>) -> Result<Vec<ChannelCount>> {
         let mut tx = read(ctx).await?;
-        let counts = customer360::channel_counts(&mut tx, self.0.customer_id)
-            .await
-            .map_err(errors::projection)?;
+        let counts = customer360::channel_counts(&mut tx, self.0.customer_id).await.map_err(errors::projection)?;
         Ok(counts
             .into_iter()
             .filter_map(|(channel, count)| {
-                Some(ChannelCount {
-                    channel: from_short::<vocab::Channel, _>(&channel)?,
-                    count,
-                })
+                Some(ChannelCount { channel: from_short::<vocab::Channel, _>(&channel)?, count })
             })
             .collect())
     }
@@ -345,20 +315,12 @@ impl Customer {
         let first = page_size(first)?;
         let after = decode_cursor::<TimelineCursor>(after.as_deref())?;
         let mut tx = read(ctx).await?;
-        let (items, more) = customer360::timeline(
-            &mut tx,
-            self.0.customer_id,
-            first,
-            after.map(|c| (c.at, c.id)),
-        )
-        .await
-        .map_err(errors::projection)?;
+        let (items, more) = customer360::timeline(&mut tx, self.0.customer_id, first, after.map(|c| (c.at, c.id)))
+            .await
+            .map_err(errors::projection)?;
         let mut connection = Connection::new(false, more);
         for i in items {
-            let cursor = OpaqueCursor(TimelineCursor {
-                at: i.occurred_at,
-                id: i.interaction_id,
-            });
+            let cursor = OpaqueCursor(TimelineCursor { at: i.occurred_at, id: i.interaction_id });
             connection.edges.push(Edge::new(cursor, Interaction(i)));
         }
         Ok(connection)
@@ -388,9 +350,7 @@ pub(crate) fn page_size(first: i32) -> Result<i64> {
     Ok(i64::from(first))
 }
 
-pub(crate) fn decode_cursor<T: Serialize + serde::de::DeserializeOwned>(
-    after: Option<&str>,
-) -> Result<Option<T>> {
+pub(crate) fn decode_cursor<T: Serialize + serde::de::DeserializeOwned>(after: Option<&str>) -> Result<Option<T>> {
     use async_graphql::connection::CursorType;
     match after {
         None => Ok(None),
@@ -401,18 +361,13 @@ pub(crate) fn decode_cursor<T: Serialize + serde::de::DeserializeOwned>(
 }
 
 pub(crate) async fn read(ctx: &Context<'_>) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    kefu_projections::read(&common::state(ctx).pool, customer360::NAME)
-        .await
-        .map_err(errors::projection)
+    kefu_projections::read(&common::state(ctx).pool, customer360::NAME).await.map_err(errors::projection)
 }
 
 /// Loads a customer from the read model.
 pub async fn load(ctx: &Context<'_>, id: Uuid) -> Result<Option<Customer>> {
     let mut tx = read(ctx).await?;
-    Ok(customer360::customer(&mut tx, id)
-        .await
-        .map_err(errors::projection)?
-        .map(Customer))
+    Ok(customer360::customer(&mut tx, id).await.map_err(errors::projection)?.map(Customer))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -458,9 +413,7 @@ impl CustomerQuery {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "`Customer:<uuid>` or the bare UUID.")] id: ID,
-        #[graphql(
-            desc = "Wait (bounded) until the view reflects this position, e.g. a mutation's `globalPosition`."
-        )]
+        #[graphql(desc = "Wait (bounded) until the view reflects this position, e.g. a mutation's `globalPosition`.")]
         min_position: Option<GlobalPosition>,
     ) -> Result<Option<Customer>> {
         common::actor(ctx)?;
@@ -477,8 +430,7 @@ impl CustomerQuery {
         #[graphql(default)] order_by: CustomerOrder,
         #[graphql(default = 20, desc = "Page size, 1 to 100.")] first: i32,
         #[graphql(desc = "Cursor of the last edge of the previous page.")] after: Option<String>,
-        #[graphql(desc = "Wait (bounded) until the list reflects this position.")]
-        min_position: Option<GlobalPosition>,
+        #[graphql(desc = "Wait (bounded) until the list reflects this position.")] min_position: Option<GlobalPosition>,
     ) -> Result<Connection<OpaqueCursor<ListCursor>, Customer>> {
         common::actor(ctx)?;
         let first = page_size(first)?;
@@ -486,22 +438,11 @@ impl CustomerQuery {
         common::wait_for(ctx, customer360::NAME, min_position).await?;
         let f = filter.unwrap_or_default();
         let read_filter = ReadFilter {
-            search: f
-                .search
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| s.trim().to_string()),
-            kind: f
-                .kind
-                .map(|k| vocab::CustomerKind::from(k).as_str().to_string()),
-            value_tier: f
-                .value_tier
-                .map(|v| vocab::ValueTier::from(v).as_str().to_string()),
-            lifecycle_segment: f
-                .lifecycle_segment
-                .map(|v| vocab::LifecycleSegment::from(v).as_str().to_string()),
-            industry: f
-                .industry
-                .map(|v| vocab::Industry::from(v).as_str().to_string()),
+            search: f.search.filter(|s| !s.trim().is_empty()).map(|s| s.trim().to_string()),
+            kind: f.kind.map(|k| vocab::CustomerKind::from(k).as_str().to_string()),
+            value_tier: f.value_tier.map(|v| vocab::ValueTier::from(v).as_str().to_string()),
+            lifecycle_segment: f.lifecycle_segment.map(|v| vocab::LifecycleSegment::from(v).as_str().to_string()),
+            industry: f.industry.map(|v| vocab::Industry::from(v).as_str().to_string()),
             key_account: f.key_account,
             account_manager_id: f.account_manager_id,
         };
@@ -528,21 +469,16 @@ impl CustomerQuery {
             ),
         };
         let mut tx = read(ctx).await?;
-        let (items, more) =
-            customer360::list_customers(&mut tx, &read_filter, order, first, cursor.as_ref())
-                .await
-                .map_err(errors::projection)?;
+        let (items, more) = customer360::list_customers(&mut tx, &read_filter, order, first, cursor.as_ref())
+            .await
+            .map_err(errors::projection)?;
         let mut connection = Connection::new(false, more);
         for c in items {
             let cursor = match order {
-                ReadOrder::Name => {
-                    ListCursor::N(c.profile.name.as_str().to_lowercase(), c.customer_id)
-                }
+                ReadOrder::Name => ListCursor::N(c.profile.name.as_str().to_lowercase(), c.customer_id),
                 ReadOrder::NewestFirst => ListCursor::R(c.registered_at, c.customer_id),
             };
-            connection
-                .edges
-                .push(Edge::new(OpaqueCursor(cursor), Customer(c)));
+            connection.edges.push(Edge::new(OpaqueCursor(cursor), Customer(c)));
         }
         Ok(connection)
     }
@@ -617,11 +553,7 @@ fn opt<T>(
     }
 }
 
-fn key_contacts(
-    v: &mut Validator,
-    prefix: &str,
-    list: &[KeyContactInput],
-) -> Option<Vec<DomainKeyContact>> {
+fn key_contacts(v: &mut Validator, prefix: &str, list: &[KeyContactInput]) -> Option<Vec<DomainKeyContact>> {
     let mut out = Vec::with_capacity(list.len());
     let mut ok = true;
     for (i, k) in list.iter().enumerate() {
@@ -631,12 +563,9 @@ fn key_contacts(
         let phone = opt(v, &p, &k.phone, |s| PhoneNumber::parse("phone", s));
         let email = opt(v, &p, &k.email, |s| Email::parse("email", s));
         match (name, role, phone, email) {
-            (Some(name), Some(role), Some(phone), Some(email)) => out.push(DomainKeyContact {
-                name,
-                role,
-                phone,
-                email,
-            }),
+            (Some(name), Some(role), Some(phone), Some(email)) => {
+                out.push(DomainKeyContact { name, role, phone, email })
+            }
             _ => ok = false,
         }
     }
@@ -830,31 +759,20 @@ impl RegisterCustomerInput {
         let c = &self.contacts;
         let cp = "input.contacts";
         let phone = opt(&mut v, cp, &c.phone, |s| PhoneNumber::parse("phone", s));
-        let backup = opt(&mut v, cp, &c.backup_phone, |s| {
-            PhoneNumber::parse("backupPhone", s)
-        });
+        let backup = opt(&mut v, cp, &c.backup_phone, |s| PhoneNumber::parse("backupPhone", s));
         let email = opt(&mut v, cp, &c.email, |s| Email::parse("email", s));
         let address = match &c.address {
             None => Some(None),
             Some(a) => v.check(cp, a.parse("address")).map(Some),
         };
         let keys = key_contacts(&mut v, p, &self.key_contacts);
-        let department = opt(&mut v, p, &self.department_code, |s| {
-            Label::parse("departmentCode", s)
-        });
+        let department = opt(&mut v, p, &self.department_code, |s| Label::parse("departmentCode", s));
         let needs = opt(&mut v, p, &self.needs, |s| Text::parse("needs", s));
-        let preferences = opt(&mut v, p, &self.preferences, |s| {
-            Text::parse("preferences", s)
-        });
-        let external = opt(&mut v, p, &self.external_ref, |s| {
-            Label::parse("externalRef", s)
-        });
+        let preferences = opt(&mut v, p, &self.preferences, |s| Text::parse("preferences", s));
+        let external = opt(&mut v, p, &self.external_ref, |s| Label::parse("externalRef", s));
         let classification = match &self.classification {
             None => Some(None),
-            Some(c) => opt(&mut v, "input.classification", &c.grade, |s| {
-                Label::parse("grade", s)
-            })
-            .map(|grade| {
+            Some(c) => opt(&mut v, "input.classification", &c.grade, |s| Label::parse("grade", s)).map(|grade| {
                 Some(DomainClassification {
                     industry: c.industry.map(Into::into),
                     scale: c.scale.map(Into::into),
@@ -905,9 +823,7 @@ impl UpdateCustomerProfileInput {
             past_date(&mut v, "input.birthDate", Some(*d));
         }
         let phone = patch(&mut v, p, &self.phone, |s| PhoneNumber::parse("phone", s));
-        let backup = patch(&mut v, p, &self.backup_phone, |s| {
-            PhoneNumber::parse("backupPhone", s)
-        });
+        let backup = patch(&mut v, p, &self.backup_phone, |s| PhoneNumber::parse("backupPhone", s));
         let email = patch(&mut v, p, &self.email, |s| Email::parse("email", s));
         let address = patch(&mut v, p, &self.address, |a| a.parse("address"));
         let keys = match &self.key_contacts {
@@ -916,12 +832,8 @@ impl UpdateCustomerProfileInput {
             MaybeUndefined::Value(list) => key_contacts(&mut v, p, list).map(Patch::Set),
         };
         let needs = patch(&mut v, p, &self.needs, |s| Text::parse("needs", s));
-        let preferences = patch(&mut v, p, &self.preferences, |s| {
-            Text::parse("preferences", s)
-        });
-        let external = patch(&mut v, p, &self.external_ref, |s| {
-            Label::parse("externalRef", s)
-        });
+        let preferences = patch(&mut v, p, &self.preferences, |s| Text::parse("preferences", s));
+        let external = patch(&mut v, p, &self.external_ref, |s| Label::parse("externalRef", s));
         v.finish()?;
         let missing = || errors::internal("validated input lost a value");
         Ok(UpdateCustomerProfile {
@@ -974,16 +886,10 @@ async fn run(
     meta: kefu_app::CommandMeta,
 ) -> Result<CustomerPayload, Error> {
     let id = command.customer_id();
-    let outcome = common::state(ctx)
-        .commands
-        .customer(command, meta.clone())
-        .await
-        .map_err(|e| errors::app(e, "input"))?;
+    let outcome =
+        common::state(ctx).commands.customer(command, meta.clone()).await.map_err(|e| errors::app(e, "input"))?;
     let command_id = meta.command_id.unwrap_or_default();
-    Ok(CustomerPayload {
-        outcome: CommandOutcome::new(command_id, &outcome),
-        customer_id: id,
-    })
+    Ok(CustomerPayload { outcome: CommandOutcome::new(command_id, &outcome), customer_id: id })
 }
 
 /// Customer commands.
@@ -993,15 +899,9 @@ pub struct CustomerMutation;
 #[Object]
 impl CustomerMutation {
     /// Open a customer file (客户档案) for a person, an organisation or an internal department.
-    async fn register_customer(
-        &self,
-        ctx: &Context<'_>,
-        input: RegisterCustomerInput,
-    ) -> Result<CustomerPayload> {
+    async fn register_customer(&self, ctx: &Context<'_>, input: RegisterCustomerInput) -> Result<CustomerPayload> {
         let meta = common::meta(ctx, &input.options)?;
-        let id = input
-            .customer_id
-            .unwrap_or_else(|| meta.new_entity_id("customer"));
+        let id = input.customer_id.unwrap_or_else(|| meta.new_entity_id("customer"));
         let command = input.to_command(id)?;
         run(ctx, CustomerCommand::Register(command), meta).await
     }
@@ -1013,20 +913,11 @@ impl CustomerMutation {
         input: UpdateCustomerProfileInput,
     ) -> Result<CustomerPayload> {
         let command = input.to_command()?;
-        run(
-            ctx,
-            CustomerCommand::UpdateProfile(command),
-            common::meta(ctx, &input.options)?,
-        )
-        .await
+        run(ctx, CustomerCommand::UpdateProfile(command), common::meta(ctx, &input.options)?).await
     }
 
     /// Set parts of the customer's classification.
-    async fn classify_customer(
-        &self,
-        ctx: &Context<'_>,
-        input: ClassifyCustomerInput,
-    ) -> Result<CustomerPayload> {
+    async fn classify_customer(&self, ctx: &Context<'_>, input: ClassifyCustomerInput) -> Result<CustomerPayload> {
         let id = customer_id(&input.customer_id)?;
         let mut v = Validator::default();
         let grade = patch(&mut v, "input", &input.grade, |s| Label::parse("grade", s));
@@ -1041,12 +932,7 @@ impl CustomerMutation {
             key_account: input.key_account,
             grade: grade.unwrap_or_default(),
         };
-        run(
-            ctx,
-            CustomerCommand::Classify(command),
-            common::meta(ctx, &input.options)?,
-        )
-        .await
+        run(ctx, CustomerCommand::Classify(command), common::meta(ctx, &input.options)?).await
     }
 
     /// Make a member of staff the customer's account manager (客户经理).
@@ -1063,25 +949,12 @@ impl CustomerMutation {
         let (Some(manager), Some(reason)) = (manager, reason) else {
             return Err(errors::internal("validated input lost a value"));
         };
-        let command = AssignAccountManager {
-            customer_id: id,
-            manager,
-            reason,
-        };
-        run(
-            ctx,
-            CustomerCommand::AssignAccountManager(command),
-            common::meta(ctx, &input.options)?,
-        )
-        .await
+        let command = AssignAccountManager { customer_id: id, manager, reason };
+        run(ctx, CustomerCommand::AssignAccountManager(command), common::meta(ctx, &input.options)?).await
     }
 
     /// Record the customer's consent to, or refusal of, a use of their personal data.
-    async fn record_consent(
-        &self,
-        ctx: &Context<'_>,
-        input: RecordConsentInput,
-    ) -> Result<CustomerPayload> {
+    async fn record_consent(&self, ctx: &Context<'_>, input: RecordConsentInput) -> Result<CustomerPayload> {
         let id = customer_id(&input.customer_id)?;
         let mut v = Validator::default();
         let note = opt(&mut v, "input", &input.note, |s| Text::parse("note", s));
@@ -1093,11 +966,6 @@ impl CustomerMutation {
             channel: input.channel.map(Into::into),
             note: note.unwrap_or_default(),
         };
-        run(
-            ctx,
-            CustomerCommand::RecordConsent(command),
-            common::meta(ctx, &input.options)?,
-        )
-        .await
+        run(ctx, CustomerCommand::RecordConsent(command), common::meta(ctx, &input.options)?).await
     }
 }

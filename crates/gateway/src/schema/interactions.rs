@@ -85,10 +85,7 @@ impl Interaction {
 
     /// Who handled it.
     async fn handled_by(&self) -> Option<Staff> {
-        self.0.handled_by_id.as_ref().map(|id| Staff {
-            id: id.clone(),
-            name: self.0.handled_by_name.clone(),
-        })
+        self.0.handled_by_id.as_ref().map(|id| Staff { id: id.clone(), name: self.0.handled_by_name.clone() })
     }
 
     /// What it was about.
@@ -138,10 +135,7 @@ impl Interaction {
 /// Loads an interaction from the read model.
 pub async fn load(ctx: &Context<'_>, id: Uuid) -> Result<Option<Interaction>> {
     let mut tx = customers::read(ctx).await?;
-    Ok(customer360::interaction(&mut tx, id)
-        .await
-        .map_err(errors::projection)?
-        .map(Interaction))
+    Ok(customer360::interaction(&mut tx, id).await.map_err(errors::projection)?.map(Interaction))
 }
 
 /// Interaction queries.
@@ -155,8 +149,7 @@ impl InteractionQuery {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "`Interaction:<uuid>` or the bare UUID.")] id: ID,
-        #[graphql(desc = "Wait (bounded) until the view reflects this position.")]
-        min_position: Option<GlobalPosition>,
+        #[graphql(desc = "Wait (bounded) until the view reflects this position.")] min_position: Option<GlobalPosition>,
     ) -> Result<Option<Interaction>> {
         common::actor(ctx)?;
         let id = common::parse_id("Interaction", "id", &id).map_err(|e| errors::domain(e, ""))?;
@@ -249,17 +242,11 @@ pub struct InteractionMutation;
 #[Object]
 impl InteractionMutation {
     /// Record a contact with a customer (联系记录). `occurredAt` may be in the past (imports).
-    async fn log_interaction(
-        &self,
-        ctx: &Context<'_>,
-        input: LogInteractionInput,
-    ) -> Result<InteractionPayload> {
+    async fn log_interaction(&self, ctx: &Context<'_>, input: LogInteractionInput) -> Result<InteractionPayload> {
         let meta = common::meta(ctx, &input.options)?;
-        let customer_id = common::parse_id("Customer", "input.customerId", &input.customer_id)
-            .map_err(|e| errors::domain(e, ""))?;
-        let interaction_id = input
-            .interaction_id
-            .unwrap_or_else(|| meta.new_entity_id("interaction"));
+        let customer_id =
+            common::parse_id("Customer", "input.customerId", &input.customer_id).map_err(|e| errors::domain(e, ""))?;
+        let interaction_id = input.interaction_id.unwrap_or_else(|| meta.new_entity_id("interaction"));
         let mut v = Validator::default();
         let summary = v.check("input", Text::parse("summary", &input.summary));
         let mut tasks = Vec::new();
@@ -277,11 +264,7 @@ impl InteractionMutation {
                 Some(o) => o.parse(&format!("{p}.owner"), &mut v).map(Some),
             };
             if let (Some(description), Some(owner)) = (description, owner) {
-                follow_ups.push(DomainFollowUp {
-                    description,
-                    due_at: f.due_at,
-                    owner,
-                });
+                follow_ups.push(DomainFollowUp { description, due_at: f.due_at, owner });
             }
         }
         let mode: vocab::ServiceMode = input.mode.into();
@@ -290,14 +273,10 @@ impl InteractionMutation {
             (None, vocab::ServiceMode::Staff) => {
                 // The agent logging the call handled it, unless they say otherwise.
                 let actor = common::writer(ctx)?;
-                v.check("input", StaffId::parse("handledBy", &actor.id))
-                    .map(|id| StaffRef {
-                        id,
-                        name: actor
-                            .name
-                            .as_deref()
-                            .and_then(|n| kefu_domain::values::Name::parse("name", n).ok()),
-                    })
+                v.check("input", StaffId::parse("handledBy", &actor.id)).map(|id| StaffRef {
+                    id,
+                    name: actor.name.as_deref().and_then(|n| kefu_domain::values::Name::parse("name", n).ok()),
+                })
             }
             (None, vocab::ServiceMode::SelfService) => None,
         };

@@ -12,27 +12,19 @@ use crate::State;
 
 /// All queries.
 #[derive(MergedObject, Default)]
-pub struct Query(
-    customers::CustomerQuery,
-    interactions::InteractionQuery,
-    ops::OpsQuery,
-);
+pub struct Query(customers::CustomerQuery, interactions::InteractionQuery, ops::OpsQuery);
 
 /// All mutations.
 #[derive(MergedObject, Default)]
-pub struct Mutation(
-    customers::CustomerMutation,
-    interactions::InteractionMutation,
-);
+pub struct Mutation(customers::CustomerMutation, interactions::InteractionMutation);
 
 /// The executable schema.
 pub type KefuSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Builds the schema; `state` is available to every resolver.
 pub fn build(state: Option<State>) -> KefuSchema {
-    let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .limit_depth(12)
-        .limit_complexity(5_000);
+    let builder =
+        Schema::build(Query::default(), Mutation::default(), EmptySubscription).limit_depth(12).limit_complexity(5_000);
     match state {
         Some(s) => builder.data(s).finish(),
         None => builder.finish(),

@@ -87,29 +87,20 @@ impl OpsQuery {
         match kind {
             "Customer" => Ok(customers::load(ctx, uuid).await?.map(Node::Customer)),
             "Interaction" => Ok(interactions::load(ctx, uuid).await?.map(Node::Interaction)),
-            other => Err(errors::invalid(
-                "id",
-                format!("kefu has no nodes of kind `{other}`"),
-            )),
+            other => Err(errors::invalid("id", format!("kefu has no nodes of kind `{other}`"))),
         }
     }
 
     /// The caller.
     async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
         let actor = common::actor(ctx)?;
-        Ok(Me {
-            id: actor.id.clone(),
-            name: actor.name.clone(),
-            roles: actor.roles.clone(),
-        })
+        Ok(Me { id: actor.id.clone(), name: actor.name.clone(), roles: actor.roles.clone() })
     }
 
     /// Every read model being served or built: position, lag and parked streams.
     async fn projections(&self, ctx: &Context<'_>) -> Result<Vec<ProjectionStatus>> {
         common::actor(ctx)?;
-        let list = progress::status(&common::state(ctx).pool)
-            .await
-            .map_err(errors::projection)?;
+        let list = progress::status(&common::state(ctx).pool).await.map_err(errors::projection)?;
         Ok(list
             .into_iter()
             .map(|s| ProjectionStatus {

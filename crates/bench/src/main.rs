@@ -1,0 +1,170 @@
+//! # kefu-bench
+//!
+//! Measures kefu's write and delivery paths against a real PostgreSQL and broker and prints
+//! the numbers (a table, and one JSON line per scenario for tooling). It never asserts a
+//! number: targets are judged by people reading the report (see docs/benchmarks.md).
+//!
+//! ```sh
+//! deploy/test.sh services                       # private PostgreSQL + broker
+//! cargo run --release -p kefu-bench -- --customers 200 --contacts 20 --writers 8
+//! ```
+//!
+//! Scenarios, each on a fresh database and topic:
+//! - `append`: concurrent writers register customers and log contacts through the command
+//!   service (load, decide, append with expected version, journal) — commands/s and latency;
+//! - `relay`: the relay publishes the whole log to Kafka — events/s;
+//! - `project`: the customer 360 projector consumes the whole log — events/s.
+
+#![allow(clippy::print_stdout)]
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use clap::Parser;
+use kefu_app::{Actor, ActorKind, CommandMeta, CommandService};
+use kefu_bus::{
+    BusConfig,
+    relay::{Relay, RelayOptions},
+};
+use kefu_domain::{
+    customer::{CustomerCommand, examples},
+    interaction::{InteractionCommand, examples as interactions},
+};
+use kefu_projections::{
+    progress,
+    runner::{ProjectionRunner, RunnerOptions},
+};
+use kefu_store::PgEventStore;
+use uuid::Uuid;
+
+/// Benchmark settings.
+#[derive(Parser, Debug)]
+#[command(name = "kefu-bench", about = "Measures kefu's append, relay and projection throughput.")]
+struct Args {
+    /// Customers registered (each is one command of three events).
+    #[arg(long, default_value_t = 200)]
+    customers: usize,
+    /// Contacts logged per customer (one command, one event each).
+    #[arg(long, default_value_t = 20)]
+    contacts: usize,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 8)]
+    writers: usize,
+    /// Kafka partitions.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+}
+
+fn actor() -> Actor {
+    Actor { id: "bench".into(), name: None, kind: ActorKind::Import, roles: vec![] }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn report(scenario: &str, items: u64, unit: &str, elapsed: Duration, extra: serde_json::Value) {
+    let rate = items as f64 / elapsed.as_secs_f64();
+    println!("{scenario:<8} {items:>8} {unit:<8} in {:>7.2} s  = {rate:>9.0} {unit}/s  {extra}", elapsed.as_secs_f64());
+    let mut line = serde_json::json!({"scenario": scenario, "items": items, "unit": unit,
+        "seconds": elapsed.as_secs_f64(), "per_second": rate});
+    if let (Some(obj), serde_json::Value::Object(more)) = (line.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    println!("JSON {line}");
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let db = kefu_testkit::fresh_database().await?;
+    kefu_store::migrate::run(&db.pool).await?;
+    kefu_projections::migrate(&db.pool).await?;
+    let store = PgEventStore::new(db.pool.clone());
+    let service = CommandService::new(Arc::new(store.clone()));
+    println!(
+        "kefu-bench: {} customers × {} contacts, {} writers, {} partitions",
+        args.customers, args.contacts, args.writers, args.partitions
+    );
+
+    // append
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..args.writers {
+        let service = service.clone();
+        let share = (w..args.customers).step_by(args.writers).count();
+        let contacts = args.contacts;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(share * (contacts + 1));
+            for _ in 0..share {
+                let (_, mut register) = examples::register_organization();
+                register.customer_id = Uuid::now_v7();
+                let id = register.customer_id;
+                let t = Instant::now();
+                service.customer(CustomerCommand::Register(register), CommandMeta::by(actor())).await?;
+                latencies.push(t.elapsed());
+                for _ in 0..contacts {
+                    let mut log = interactions::log_phone_call();
+                    log.interaction_id = Uuid::now_v7();
+                    log.customer_id = id;
+                    let t = Instant::now();
+                    service.interaction(InteractionCommand::Log(log), CommandMeta::by(actor())).await?;
+                    latencies.push(t.elapsed());
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let append_elapsed = started.elapsed();
+    latencies.sort();
+    let head = store.head().await?;
+    report(
+        "append",
+        latencies.len() as u64,
+        "commands",
+        append_elapsed,
+        serde_json::json!({"events": head, "events_per_second": head as f64 / append_elapsed.as_secs_f64(),
+            "p50_ms": percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+            "p99_ms": percentile(&latencies, 0.99).as_secs_f64() * 1e3}),
+    );
+
+    // relay
+    let mut bus = BusConfig::new(kefu_testkit::brokers()?).with_topic(kefu_testkit::unique_topic("bench"));
+    bus.partitions = args.partitions;
+    let relay = Relay::new(store.clone(), bus.clone(), RelayOptions::default())?;
+    kefu_bus::admin::ensure_topic(&bus).await?;
+    let started = Instant::now();
+    let published = relay.publish_pending().await?;
+    report("relay", published as u64, "events", started.elapsed(), serde_json::json!({}));
+
+    // project
+    let runner = ProjectionRunner::new(
+        db.pool.clone(),
+        bus.clone(),
+        Arc::new(kefu_projections::customer360::Customer360),
+        RunnerOptions::default(),
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let task = tokio::spawn(runner.run(async {
+        let _ = rx.await;
+    }));
+    let (ok, through) = progress::wait_for(&db.pool, "customer360", head, Duration::from_secs(600)).await?;
+    let project_elapsed = started.elapsed();
+    let _ = tx.send(());
+    task.await??;
+    anyhow::ensure!(ok, "the projector stopped at {through} of {head}");
+    report("project", head as u64, "events", project_elapsed, serde_json::json!({"includes": "consumer group join"}));
+    Ok(())
+}

@@ -81,6 +81,9 @@ macro_rules! event_family {
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize)]
+        // Events are plain data decoded one at a time; boxing the large ones would only make
+        // every match and constructor noisier.
+        #[allow(clippy::large_enum_variant)]
         pub enum $name {
             $( $(#[$vmeta])* $variant($variant) ),+
         }

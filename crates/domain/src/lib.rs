@@ -12,10 +12,14 @@
 //! - [`testing`]: given/when/then for aggregate tests.
 
 pub mod aggregate;
+pub mod business_calendar;
 pub mod customer;
 mod error;
 pub mod interaction;
 pub mod patch;
+pub mod service_config;
+pub mod service_request;
+pub mod sla;
 pub mod testing;
 pub mod values;
 pub mod vocab;
@@ -33,6 +37,18 @@ pub fn all_event_types() -> Vec<(&'static str, &'static [&'static str])> {
         (
             <interaction::Interaction as Aggregate>::STREAM_TYPE,
             <interaction::InteractionEvent as DomainEvent>::EVENT_TYPES,
+        ),
+        (
+            <service_request::ServiceRequest as Aggregate>::STREAM_TYPE,
+            <service_request::ServiceRequestEvent as DomainEvent>::EVENT_TYPES,
+        ),
+        (
+            <service_config::ServiceConfiguration as Aggregate>::STREAM_TYPE,
+            <service_config::ServiceConfigEvent as DomainEvent>::EVENT_TYPES,
+        ),
+        (
+            <business_calendar::BusinessCalendarState as Aggregate>::STREAM_TYPE,
+            <business_calendar::BusinessCalendarEvent as DomainEvent>::EVENT_TYPES,
         ),
     ]
 }
@@ -65,5 +81,8 @@ pub fn example_events() -> Vec<ExampleEvent> {
     }
     let mut all = collect::<customer::Customer>(customer::examples::all_events());
     all.extend(collect::<interaction::Interaction>(interaction::examples::all_events()));
+    all.extend(collect::<service_request::ServiceRequest>(service_request::examples::all_events()));
+    all.extend(collect::<service_config::ServiceConfiguration>(service_config::examples::all_events()));
+    all.extend(collect::<business_calendar::BusinessCalendarState>(business_calendar::examples::all_events()));
     all
 }

@@ -30,6 +30,12 @@ macro_rules! bounded_text {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// A literal of this crate known to be valid (checked by the tests that use it).
+            #[allow(dead_code)]
+            pub(crate) fn trusted(s: &'static str) -> Self {
+                $name(s.to_string())
+            }
         }
 
         impl ::std::fmt::Display for $name {
@@ -66,6 +72,19 @@ bounded_text!(
     /// A short label: a grade, a code, a role, a purpose note.
     Label,
     max = 100,
+    multiline = false
+);
+bounded_text!(
+    /// A request category, e.g. `Billing / Overcharge` or `Credit card / Fees`: the classification of what a
+    /// request is about (categories are free, so imports keep their source's own).
+    Category,
+    max = 300,
+    multiline = false
+);
+bounded_text!(
+    /// A one-line subject.
+    Subject,
+    max = 300,
     multiline = false
 );
 bounded_text!(

@@ -173,6 +173,104 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// What the customer asks for (咨询/投诉/建议/需求).
+    pub enum RequestType: "REQUEST_TYPE" {
+        /// 咨询: a question.
+        Inquiry = "INQUIRY",
+        /// 投诉: a complaint.
+        Complaint = "COMPLAINT",
+        /// 建议: a suggestion.
+        Suggestion = "SUGGESTION",
+        /// 需求: a demand for something new.
+        Demand = "DEMAND",
+    }
+}
+
+wire_enum! {
+    /// How urgent a request is.
+    pub enum Priority: "PRIORITY" {
+        Low = "LOW",
+        Normal = "NORMAL",
+        High = "HIGH",
+        Urgent = "URGENT",
+    }
+}
+
+wire_enum! {
+    /// Where a request is in its lifecycle.
+    pub enum RequestState: "REQUEST_STATE" {
+        /// Recorded; nobody has answered the customer yet.
+        Filed = "FILED",
+        /// The customer was answered (first response).
+        Acknowledged = "ACKNOWLEDGED",
+        /// Someone is working on it.
+        InProgress = "IN_PROGRESS",
+        /// Waiting for the customer; SLA clocks are paused.
+        AwaitingCustomer = "AWAITING_CUSTOMER",
+        /// Solved; waiting for the return visit (回访).
+        Resolved = "RESOLVED",
+        /// Done (结案). May be reopened.
+        Closed = "CLOSED",
+        /// Withdrawn or cancelled by the customer. Final.
+        Withdrawn = "WITHDRAWN",
+        /// A duplicate merged into another request. Final.
+        Merged = "MERGED",
+    }
+}
+
+wire_enum! {
+    /// What an SLA target measures.
+    pub enum SlaMetric: "SLA_METRIC" {
+        /// From filing to the first answer to the customer.
+        FirstResponse = "FIRST_RESPONSE",
+        /// From the customer's return (resume, reopen) to the next answer.
+        NextResponse = "NEXT_RESPONSE",
+        /// From filing to staff arriving on site (only when on-site support is required).
+        OnSite = "ON_SITE",
+        /// From filing to the first resolution.
+        Resolution = "RESOLUTION",
+        /// Complaints only: from filing to reporting upward (the first escalation), 3 calendar days by default.
+        ReportUpward = "REPORT_UPWARD",
+        /// A callback promised to the customer (承诺回复时间); its deadline is the promised time.
+        Callback = "CALLBACK",
+    }
+}
+
+wire_enum! {
+    /// How an SLA clock counts time.
+    pub enum ClockKind: "CLOCK_KIND" {
+        /// Every hour counts (24×7).
+        Calendar = "CALENDAR",
+        /// Only working time of a business calendar counts.
+        Business = "BUSINESS",
+    }
+}
+
+wire_enum! {
+    /// Why a request was closed.
+    pub enum CloseReason: "CLOSE_REASON" {
+        /// The customer confirmed satisfaction at the return visit.
+        ConfirmedByCustomer = "CONFIRMED_BY_CUSTOMER",
+        /// The customer could not be reached for the return visit.
+        CustomerUnreachable = "CUSTOMER_UNREACHABLE",
+        /// Closed by a supervisor without a return visit.
+        Administrative = "ADMINISTRATIVE",
+        /// Closed in the source system of an import.
+        ClosedAtSource = "CLOSED_AT_SOURCE",
+    }
+}
+
+wire_enum! {
+    /// Kind of make-good offered (补偿性服务).
+    pub enum CompensationKind: "COMPENSATION_KIND" {
+        /// Money (refund, credit, payment).
+        Monetary = "MONETARY",
+        /// A service or goods (free repair, upgrade, replacement).
+        NonMonetary = "NON_MONETARY",
+    }
+}
+
 /// Every vocabulary's protobuf enum name and wire values, for the contract check against
 /// `proto/`. A vocabulary that appears in an event must be listed here.
 pub fn all_vocabularies() -> Vec<(&'static str, Vec<&'static str>)> {
@@ -195,5 +293,12 @@ pub fn all_vocabularies() -> Vec<(&'static str, Vec<&'static str>)> {
         LifecycleSegment,
         ConsentPurpose,
         ProfileField,
+        RequestType,
+        Priority,
+        RequestState,
+        SlaMetric,
+        ClockKind,
+        CloseReason,
+        CompensationKind,
     )
 }

@@ -78,6 +78,10 @@ pub struct CommandMeta {
     pub causation_id: Option<Uuid>,
     /// Business time (historical on imports); now when absent.
     pub occurred_at: Option<DateTime<Utc>>,
+    /// What a retry with the same command id must repeat: the client's own input. When
+    /// absent, the command itself is compared; commands that carry values the server chose
+    /// (times, policies) need the client's input here, or a retry would look different.
+    pub fingerprint: Option<serde_json::Value>,
 }
 
 impl CommandMeta {
@@ -90,6 +94,7 @@ impl CommandMeta {
             correlation_id: Uuid::now_v7(),
             causation_id: None,
             occurred_at: None,
+            fingerprint: None,
         }
     }
 
@@ -125,6 +130,19 @@ impl CommandService {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Fixes the business time of a command (the given `occurredAt`, or now) at storage
+    /// precision, so a command that carries it and the envelope agree to the microsecond.
+    pub fn business_time(&self, meta: &mut CommandMeta) -> DateTime<Utc> {
+        let at = to_storage_precision(meta.occurred_at.unwrap_or_else(|| (self.clock)()));
+        meta.occurred_at = Some(at);
+        at
+    }
+
+    /// The current time by this service's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
     }
 
     /// The store.
@@ -208,8 +226,11 @@ impl CommandService {
             serde_json::Value::String(s) => s.clone(),
             _ => String::new(),
         };
-        let record =
-            CommandRecord { command_id, command_type: format!("{}.{}", A::STREAM_TYPE, command_type), payload: tagged };
+        let record = CommandRecord {
+            command_id,
+            command_type: format!("{}.{}", A::STREAM_TYPE, command_type),
+            payload: meta.fingerprint.clone().unwrap_or(tagged),
+        };
 
         // A retry of a journalled command gets the first result, whatever happened since.
         if meta.command_id.is_some()
@@ -224,7 +245,7 @@ impl CommandService {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (state, version, _) = self.load::<A>(stream_id).await?;
+            let (state, version, position) = self.load::<A>(stream_id).await?;
             if let Some(expected) = meta.expected_version
                 && expected != version
             {
@@ -235,7 +256,13 @@ impl CommandService {
                     actual: version,
                 });
             }
-            let events = state.decide(&command)?;
+            let events = state.decide(&command).map_err(|e| match e {
+                // The aggregate may not know its own id yet; the handler does.
+                DomainError::NotFound { entity, id } if id.is_empty() => {
+                    DomainError::NotFound { entity, id: stream_id.to_string() }
+                }
+                other => other,
+            })?;
             let mut new_events = Vec::with_capacity(events.len());
             for (i, e) in events.iter().enumerate() {
                 let (event_type, payload) =
@@ -250,6 +277,18 @@ impl CommandService {
                     payload,
                 });
             }
+            if new_events.is_empty() && meta.command_id.is_none() {
+                // Nothing changed and nobody will retry this command by id: nothing to record.
+                return Ok(AppendOutcome {
+                    stream_id,
+                    stream_version: version,
+                    first_position: None,
+                    last_position: position,
+                    event_count: 0,
+                    recorded_at: to_storage_precision(now),
+                    deduplicated: false,
+                });
+            }
             let request = AppendRequest {
                 stream_id,
                 stream_type: A::STREAM_TYPE.to_string(),
@@ -261,6 +300,7 @@ impl CommandService {
                 actor: meta.actor.clone(),
                 correlation_id: meta.correlation_id,
                 causation_id: meta.causation_id.unwrap_or(command_id),
+                also: vec![],
             };
             match self.store.append(request).await {
                 Ok(outcome) => return Ok(outcome),

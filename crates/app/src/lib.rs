@@ -10,6 +10,7 @@
 pub mod commands;
 pub mod envelope;
 pub mod memory;
+pub mod service_requests;
 pub mod store;
 
 pub use commands::{AppError, CommandMeta, CommandService};

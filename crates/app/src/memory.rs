@@ -56,57 +56,70 @@ impl EventStore for InMemoryEventStore {
                     original_stream: j.stream_id,
                 });
             }
-            let (stream_type, version) =
-                inner.streams.get(&req.stream_id).cloned().unwrap_or((req.stream_type.clone(), 0));
-            if stream_type != req.stream_type {
-                return Err(StoreError::StreamTypeMismatch {
-                    stream_id: req.stream_id,
-                    expected: req.stream_type.clone(),
-                    actual: stream_type,
-                });
-            }
-            if version != req.expected_version {
-                return Err(StoreError::WrongExpectedVersion {
-                    stream_id: req.stream_id,
-                    expected: req.expected_version,
-                    actual: version,
-                });
+            let parts = req.parts();
+            let mut versions = Vec::with_capacity(parts.len());
+            for part in &parts {
+                let (stream_type, version) =
+                    inner.streams.get(&part.stream_id).cloned().unwrap_or((part.stream_type.clone(), 0));
+                if stream_type != part.stream_type {
+                    return Err(StoreError::StreamTypeMismatch {
+                        stream_id: part.stream_id,
+                        expected: part.stream_type.clone(),
+                        actual: stream_type,
+                    });
+                }
+                if version != part.expected_version {
+                    return Err(StoreError::WrongExpectedVersion {
+                        stream_id: part.stream_id,
+                        expected: part.expected_version,
+                        actual: version,
+                    });
+                }
+                versions.push(version);
             }
             let recorded_at = to_storage_precision(Utc::now());
             let first_position = inner.log.len() as i64 + 1;
-            for (i, e) in req.events.iter().enumerate() {
-                let event = RecordedEvent {
-                    event_id: e.event_id,
-                    event_type: e.event_type.clone(),
-                    schema_version: e.schema_version,
-                    stream_id: req.stream_id,
-                    stream_type: req.stream_type.clone(),
-                    stream_version: version + 1 + i as i64,
-                    customer_id: req.customer_id,
-                    global_position: first_position + i as i64,
-                    occurred_at: to_storage_precision(req.occurred_at),
-                    recorded_at,
-                    actor: req.actor.clone(),
-                    correlation_id: req.correlation_id,
-                    causation_id: req.causation_id,
-                    command_id: req.command.command_id,
-                    payload: e.payload.clone(),
-                };
-                inner.log.push(event);
+            let mut total = 0i64;
+            for (part, version) in parts.iter().zip(&versions) {
+                for (i, e) in part.events.iter().enumerate() {
+                    let global_position = inner.log.len() as i64 + 1;
+                    inner.log.push(RecordedEvent {
+                        event_id: e.event_id,
+                        event_type: e.event_type.clone(),
+                        schema_version: e.schema_version,
+                        stream_id: part.stream_id,
+                        stream_type: part.stream_type.clone(),
+                        stream_version: version + 1 + i as i64,
+                        customer_id: part.customer_id,
+                        global_position,
+                        occurred_at: to_storage_precision(req.occurred_at),
+                        recorded_at,
+                        actor: req.actor.clone(),
+                        correlation_id: req.correlation_id,
+                        causation_id: req.causation_id,
+                        command_id: req.command.command_id,
+                        payload: e.payload.clone(),
+                    });
+                }
+                let n = part.events.len() as i64;
+                total += n;
+                if n > 0 || *version > 0 {
+                    inner.streams.insert(part.stream_id, (part.stream_type.clone(), version + n));
+                }
             }
             let n = req.events.len() as i64;
-            let new_version = version + n;
-            if n > 0 || version > 0 {
-                inner.streams.insert(req.stream_id, (req.stream_type.clone(), new_version));
-            }
-            let last_position =
-                inner.log.iter().rev().find(|e| e.stream_id == req.stream_id).map(|e| e.global_position);
+            let new_version = versions[0] + n;
+            let last_position = if total > 0 {
+                Some(inner.log.len() as i64)
+            } else {
+                inner.log.iter().rev().find(|e| e.stream_id == req.stream_id).map(|e| e.global_position)
+            };
             let outcome = AppendOutcome {
                 stream_id: req.stream_id,
                 stream_version: new_version,
                 first_position: (n > 0).then_some(first_position),
                 last_position,
-                event_count: n,
+                event_count: total,
                 recorded_at,
                 deduplicated: false,
             };

@@ -54,6 +54,39 @@ pub struct AppendRequest {
     pub correlation_id: Uuid,
     /// Cause (defaults to the command id at the caller).
     pub causation_id: Uuid,
+    /// Further streams changed by the same command, appended in the same transaction (all or
+    /// nothing), e.g. the survivor and the duplicate of a merge.
+    pub also: Vec<StreamAppend>,
+}
+
+/// Events for one more stream of a multi-stream append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamAppend {
+    /// Stream id.
+    pub stream_id: Uuid,
+    /// Stream type.
+    pub stream_type: String,
+    /// Customer the stream belongs to.
+    pub customer_id: Option<Uuid>,
+    /// The version the decision was based on.
+    pub expected_version: i64,
+    /// Events to append.
+    pub events: Vec<NewEvent>,
+}
+
+impl AppendRequest {
+    /// Every stream of the request, the primary first.
+    pub fn parts(&self) -> Vec<StreamAppend> {
+        let mut parts = vec![StreamAppend {
+            stream_id: self.stream_id,
+            stream_type: self.stream_type.clone(),
+            customer_id: self.customer_id,
+            expected_version: self.expected_version,
+            events: self.events.clone(),
+        }];
+        parts.extend(self.also.iter().cloned());
+        parts
+    }
 }
 
 /// The result of an append, also what a retried command gets back.
@@ -66,8 +99,8 @@ pub struct AppendOutcome {
     pub stream_version: i64,
     /// Global position of the first appended event (None when nothing was appended).
     pub first_position: Option<i64>,
-    /// Global position of the last event of the stream after the command: what a query can
-    /// wait for to see the command's effect.
+    /// Global position of the last event the command appended (or, when it appended nothing,
+    /// of the stream's last event): what a query can wait for to see the command's effect.
     pub last_position: Option<i64>,
     /// Number of events appended.
     pub event_count: i64,

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use kefu_app::{
     Actor, RecordedEvent, StoreError,
-    store::{AppendOutcome, AppendRequest, CommandRecord, EventStore, JournalledCommand},
+    store::{AppendOutcome, AppendRequest, CommandRecord, EventStore, JournalledCommand, StreamAppend},
 };
 use sqlx::{PgPool, Postgres, Row, Transaction, postgres::PgRow, types::Json};
 use uuid::Uuid;
@@ -155,124 +155,75 @@ impl PgEventStore {
             return Ok(None);
         }
 
-        // 2. Lock the stream and check its version and type.
-        let n = req.events.len() as i64;
-        if n > 0 {
-            sqlx::query(
-                "INSERT INTO event_store.streams (stream_id, stream_type, customer_id, version) \
-                 VALUES ($1, $2, $3, 0) ON CONFLICT (stream_id) DO NOTHING",
-            )
-            .bind(req.stream_id)
-            .bind(&req.stream_type)
-            .bind(req.customer_id)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
-        }
-        let current =
-            sqlx::query("SELECT stream_type, version FROM event_store.streams WHERE stream_id = $1 FOR UPDATE")
-                .bind(req.stream_id)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(db_error)?;
-        let (stream_type, version): (String, i64) = match current {
-            Some(row) => (row.try_get("stream_type").map_err(db_error)?, row.try_get("version").map_err(db_error)?),
-            None => (req.stream_type.clone(), 0),
-        };
-        if stream_type != req.stream_type {
-            return Err(StoreError::StreamTypeMismatch {
-                stream_id: req.stream_id,
-                expected: req.stream_type.clone(),
-                actual: stream_type,
-            });
-        }
-        if version != req.expected_version {
-            return Err(StoreError::WrongExpectedVersion {
-                stream_id: req.stream_id,
-                expected: req.expected_version,
-                actual: version,
-            });
+        // 2. Lock every stream (in id order, so concurrent multi-stream appends cannot
+        //    deadlock) and check its type and version.
+        let parts = req.parts();
+        let mut order: Vec<usize> = (0..parts.len()).collect();
+        order.sort_by_key(|i| parts[*i].stream_id);
+        let mut versions = vec![0i64; parts.len()];
+        for i in order {
+            versions[i] = self.lock_stream(tx, &parts[i]).await?;
         }
 
-        // 3. Take positions (the head row lock is held until commit: positions commit in order).
-        let (first_position, last_position, recorded_at) = if n > 0 {
+        // 3. Take positions for all events at once (the head row lock is held until commit:
+        //    positions commit in order).
+        let total: i64 = parts.iter().map(|p| p.events.len() as i64).sum();
+        let (last, recorded_at) = if total > 0 {
             let row = sqlx::query(
                 "UPDATE event_store.log_head SET position = position + $1 \
                  RETURNING position, date_trunc('microseconds', clock_timestamp()) AS now",
             )
-            .bind(n)
+            .bind(total)
             .fetch_one(&mut **tx)
             .await
             .map_err(db_error)?;
             let last: i64 = row.try_get("position").map_err(db_error)?;
             let now: DateTime<Utc> = row.try_get("now").map_err(db_error)?;
-
-            // 4. Insert the events.
-            let positions: Vec<i64> = (last - n + 1..=last).collect();
-            let versions: Vec<i64> = (version + 1..=version + n).collect();
-            let ids: Vec<Uuid> = req.events.iter().map(|e| e.event_id).collect();
-            let types: Vec<String> = req.events.iter().map(|e| e.event_type.clone()).collect();
-            let schema_versions: Vec<i32> = req.events.iter().map(|e| e.schema_version as i32).collect();
-            let payloads: Vec<serde_json::Value> = req.events.iter().map(|e| e.payload.clone()).collect();
-            sqlx::query(
-                "INSERT INTO event_store.events (global_position, event_id, stream_id, stream_type, \
-                   stream_version, event_type, schema_version, customer_id, occurred_at, recorded_at, \
-                   actor, correlation_id, causation_id, command_id, payload) \
-                 SELECT p, e, $7, $8, v, t, s, $9, $10, $11, $12, $13, $14, $15, pl \
-                 FROM UNNEST($1::bigint[], $2::uuid[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[]) \
-                   AS x(p, e, v, t, s, pl)",
-            )
-            .bind(&positions)
-            .bind(&ids)
-            .bind(&versions)
-            .bind(&types)
-            .bind(&schema_versions)
-            .bind(&payloads)
-            .bind(req.stream_id)
-            .bind(&req.stream_type)
-            .bind(req.customer_id)
-            .bind(req.occurred_at)
-            .bind(now)
-            .bind(Json(&req.actor))
-            .bind(req.correlation_id)
-            .bind(req.causation_id)
-            .bind(req.command.command_id)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
-
-            sqlx::query("UPDATE event_store.streams SET version = $2, updated_at = $3 WHERE stream_id = $1")
-                .bind(req.stream_id)
-                .bind(version + n)
-                .bind(now)
-                .execute(&mut **tx)
+            (Some(last), now)
+        } else {
+            let now: DateTime<Utc> = sqlx::query_scalar("SELECT date_trunc('microseconds', clock_timestamp())")
+                .fetch_one(&mut **tx)
                 .await
                 .map_err(db_error)?;
+            (None, now)
+        };
+
+        // 4. Insert the events, stream by stream in request order.
+        let mut next_position = last.map(|l| l - total + 1).unwrap_or(0);
+        for (part, version) in parts.iter().zip(&versions) {
+            let n = part.events.len() as i64;
+            if n == 0 {
+                continue;
+            }
+            self.insert_events(tx, req, part, *version, next_position, recorded_at).await?;
+            next_position += n;
+        }
+        if let Some(last) = last {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(APPEND_CHANNEL)
                 .bind(last.to_string())
                 .execute(&mut **tx)
                 .await
                 .map_err(db_error)?;
-            (Some(last - n + 1), Some(last), now)
-        } else {
-            let row = sqlx::query(
-                "SELECT max(global_position) AS last, date_trunc('microseconds', clock_timestamp()) AS now \
-                 FROM event_store.events WHERE stream_id = $1",
-            )
-            .bind(req.stream_id)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(db_error)?;
-            (None, row.try_get("last").map_err(db_error)?, row.try_get("now").map_err(db_error)?)
-        };
+        }
 
+        let n = req.events.len() as i64;
+        let version = versions[0];
+        let first_position = (n > 0).then(|| last.unwrap_or(0) - total + 1);
+        let last_position = match last {
+            Some(l) => Some(l),
+            None => sqlx::query_scalar("SELECT max(global_position) FROM event_store.events WHERE stream_id = $1")
+                .bind(req.stream_id)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db_error)?,
+        };
         let outcome = AppendOutcome {
             stream_id: req.stream_id,
             stream_version: version + n,
             first_position,
             last_position,
-            event_count: n,
+            event_count: total,
             recorded_at,
             deduplicated: false,
         };
@@ -284,6 +235,100 @@ impl PgEventStore {
             .await
             .map_err(db_error)?;
         Ok(Some(outcome))
+    }
+
+    /// Locks a stream's row (creating it for a first append) and checks type and version;
+    /// returns the version before the append.
+    async fn lock_stream(&self, tx: &mut Transaction<'_, Postgres>, part: &StreamAppend) -> Result<i64, StoreError> {
+        if !part.events.is_empty() {
+            sqlx::query(
+                "INSERT INTO event_store.streams (stream_id, stream_type, customer_id, version) \
+                 VALUES ($1, $2, $3, 0) ON CONFLICT (stream_id) DO NOTHING",
+            )
+            .bind(part.stream_id)
+            .bind(&part.stream_type)
+            .bind(part.customer_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        }
+        let current =
+            sqlx::query("SELECT stream_type, version FROM event_store.streams WHERE stream_id = $1 FOR UPDATE")
+                .bind(part.stream_id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        let (stream_type, version): (String, i64) = match current {
+            Some(row) => (row.try_get("stream_type").map_err(db_error)?, row.try_get("version").map_err(db_error)?),
+            None => (part.stream_type.clone(), 0),
+        };
+        if stream_type != part.stream_type {
+            return Err(StoreError::StreamTypeMismatch {
+                stream_id: part.stream_id,
+                expected: part.stream_type.clone(),
+                actual: stream_type,
+            });
+        }
+        if version != part.expected_version {
+            return Err(StoreError::WrongExpectedVersion {
+                stream_id: part.stream_id,
+                expected: part.expected_version,
+                actual: version,
+            });
+        }
+        Ok(version)
+    }
+
+    async fn insert_events(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        req: &AppendRequest,
+        part: &StreamAppend,
+        version: i64,
+        first_position: i64,
+        recorded_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let n = part.events.len() as i64;
+        let positions: Vec<i64> = (first_position..first_position + n).collect();
+        let versions: Vec<i64> = (version + 1..=version + n).collect();
+        let ids: Vec<Uuid> = part.events.iter().map(|e| e.event_id).collect();
+        let types: Vec<String> = part.events.iter().map(|e| e.event_type.clone()).collect();
+        let schema_versions: Vec<i32> = part.events.iter().map(|e| e.schema_version as i32).collect();
+        let payloads: Vec<serde_json::Value> = part.events.iter().map(|e| e.payload.clone()).collect();
+        sqlx::query(
+            "INSERT INTO event_store.events (global_position, event_id, stream_id, stream_type, \
+               stream_version, event_type, schema_version, customer_id, occurred_at, recorded_at, \
+               actor, correlation_id, causation_id, command_id, payload) \
+             SELECT p, e, $7, $8, v, t, s, $9, $10, $11, $12, $13, $14, $15, pl \
+             FROM UNNEST($1::bigint[], $2::uuid[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[]) \
+               AS x(p, e, v, t, s, pl)",
+        )
+        .bind(&positions)
+        .bind(&ids)
+        .bind(&versions)
+        .bind(&types)
+        .bind(&schema_versions)
+        .bind(&payloads)
+        .bind(part.stream_id)
+        .bind(&part.stream_type)
+        .bind(part.customer_id)
+        .bind(req.occurred_at)
+        .bind(recorded_at)
+        .bind(Json(&req.actor))
+        .bind(req.correlation_id)
+        .bind(req.causation_id)
+        .bind(req.command.command_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query("UPDATE event_store.streams SET version = $2, updated_at = $3 WHERE stream_id = $1")
+            .bind(part.stream_id)
+            .bind(version + n)
+            .bind(recorded_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     /// Appends, leaving the transaction open for the caller to commit (tests use this to hold

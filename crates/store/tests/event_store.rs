@@ -47,6 +47,7 @@ fn request(stream: Uuid, expected: i64, n: usize) -> AppendRequest {
         actor: actor(),
         correlation_id: Uuid::now_v7(),
         causation_id: command_id,
+        also: vec![],
     }
 }
 
@@ -322,5 +323,44 @@ async fn the_command_service_on_postgres_dedupes_and_detects_conflicts() -> anyh
         h.await??;
     }
     assert_eq!(store.load(id).await?.len(), 7);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_command_that_changes_several_streams_appends_to_all_or_none() -> anyhow::Result<()> {
+    let store = store().await?;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    store.append(request(b, 0, 1)).await?;
+    let mut req = request(a, 0, 2);
+    req.also = vec![kefu_app::store::StreamAppend {
+        stream_id: b,
+        stream_type: "customer".into(),
+        customer_id: Some(b),
+        expected_version: 1,
+        events: request(b, 1, 1).events,
+    }];
+    let outcome = store.append(req.clone()).await?;
+    assert_eq!(outcome.event_count, 3);
+    assert_eq!((outcome.first_position, outcome.last_position), (Some(2), Some(4)));
+    assert_eq!(store.load(a).await?.len(), 2);
+    let b_events = store.load(b).await?;
+    assert_eq!(b_events.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(b_events[1].global_position, 4);
+    assert_eq!(b_events[1].command_id, req.command.command_id);
+
+    // A stale version on the second stream refuses the whole command.
+    let (c, d) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut req = request(c, 0, 1);
+    req.also = vec![kefu_app::store::StreamAppend {
+        stream_id: d,
+        stream_type: "customer".into(),
+        customer_id: Some(d),
+        expected_version: 5,
+        events: request(d, 0, 1).events,
+    }];
+    let err = store.append(req).await.unwrap_err();
+    assert!(matches!(err, StoreError::WrongExpectedVersion { stream_id, actual: 0, .. } if stream_id == d));
+    assert!(store.load(c).await?.is_empty(), "nothing of the refused command was appended");
+    assert_eq!(store.head().await?, 4);
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! | `kefu serve` | the GraphQL gateway |
 //! | `kefu relay` | the event store → Kafka relay |
 //! | `kefu project` | the projectors |
+//! | `kefu scheduler` | the SLA scheduler (records warnings and breaches; any number may run) |
 //! | `kefu migrate` | apply database migrations and exit |
 //! | `kefu projections status\|rebuild\|prune` | inspect and rebuild read models |
 
@@ -96,6 +97,12 @@ pub enum Command {
         /// Only these projections.
         #[arg(long = "projection")]
         only: Vec<String>,
+    },
+    /// The SLA scheduler: records SLA warnings and breaches when deadlines pass (exactly once,
+    /// however many run).
+    Scheduler {
+        #[command(flatten)]
+        db: DatabaseArgs,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -286,9 +293,19 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Scheduler { db } => {
+            let pool = database(&db).await?;
+            scheduler(pool).run(shutdown_signal()).await?;
+            Ok(())
+        }
         Command::Run { db, kafka, relay, http } => run_all(db, kafka, relay, http).await,
         Command::Projections { command } => projections_command(command).await,
     }
+}
+
+fn scheduler(pool: PgPool) -> kefu_scheduler::SlaScheduler {
+    let commands = kefu_app::CommandService::new(Arc::new(kefu_store::PgEventStore::new(pool.clone())));
+    kefu_scheduler::SlaScheduler::new(pool, commands, kefu_scheduler::SchedulerOptions::default())
 }
 
 fn gateway_config(http: &HttpArgs, kafka: &KafkaArgs) -> anyhow::Result<GatewayConfig> {
@@ -320,6 +337,9 @@ async fn run_all(db: DatabaseArgs, kafka: KafkaArgs, relay: RelayArgs, http: Htt
         let until = stop.wait();
         tasks.push((name, tokio::spawn(async move { runner.run(until).await.map_err(Into::into) })));
     }
+    let sla = scheduler(pool.clone());
+    let until = stop.wait();
+    tasks.push(("SLA scheduler".into(), tokio::spawn(async move { sla.run(until).await.map_err(Into::into) })));
     let gateway = Gateway::bind(gateway_config(&http, &kafka)?, pool).await?;
     announce(&gateway)?;
     let until = stop.wait();

@@ -14,7 +14,9 @@
 //!   of parallelism) that seeks to the stored offsets on assignment, and `rebuild`;
 //! - [`progress`]: how far a projection has got in terms of global positions (read your
 //!   writes), its lag, and its dead letters;
-//! - read models: [`customer360`].
+//! - read models: [`customer360`] (the customer 360 view), [`service_requests`] (the
+//!   complaint backlog, request pages, SLA clocks and compliance), [`request_audit`] (every
+//!   request's audit trail).
 
 use futures::future::BoxFuture;
 use kefu_app::{RecordedEvent, StoreError};
@@ -24,7 +26,9 @@ pub mod apply;
 pub mod customer360;
 pub mod progress;
 pub mod registry;
+pub mod request_audit;
 pub mod runner;
+pub mod service_requests;
 pub mod verify;
 
 /// Why applying or reading a projection failed.
@@ -93,7 +97,11 @@ pub trait Projection: Send + Sync + 'static {
 
 /// Every read model kefu has.
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
-    vec![std::sync::Arc::new(customer360::Customer360)]
+    vec![
+        std::sync::Arc::new(customer360::Customer360),
+        std::sync::Arc::new(service_requests::ServiceRequests),
+        std::sync::Arc::new(request_audit::RequestAudit),
+    ]
 }
 
 /// Finds a projection by name.

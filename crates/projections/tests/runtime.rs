@@ -317,6 +317,7 @@ async fn a_poison_event_parks_only_its_own_stream() -> anyhow::Result<()> {
                 actor: actor(),
                 correlation_id: Uuid::now_v7(),
                 causation_id: command_id,
+                also: vec![],
             })
             .await?;
     }

@@ -183,6 +183,13 @@ pub fn meta(ctx: &Context<'_>, options: &CommandOptions) -> Result<CommandMeta, 
     {
         return Err(errors::invalid("input.expectedVersion", "must not be negative"));
     }
+    // A retry is recognised by the client's own input (the arguments as sent), not by values
+    // the server fills in such as the current time.
+    let fingerprint = ctx.field().arguments().ok().map(|args| {
+        serde_json::Value::Object(
+            args.into_iter().map(|(name, value)| (name.to_string(), value.into_json().unwrap_or_default())).collect(),
+        )
+    });
     Ok(CommandMeta {
         // Every command gets an id, so every result can name the command that produced it.
         command_id: Some(options.command_id.unwrap_or_else(Uuid::now_v7)),
@@ -191,6 +198,7 @@ pub fn meta(ctx: &Context<'_>, options: &CommandOptions) -> Result<CommandMeta, 
         correlation_id: correlation,
         causation_id: None,
         occurred_at: options.occurred_at,
+        fingerprint,
     })
 }
 

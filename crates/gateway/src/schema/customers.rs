@@ -305,6 +305,29 @@ impl Customer {
             .collect())
     }
 
+    /// The customer's service requests and complaints, newest first, with their SLA state and
+    /// return-visit outcomes.
+    async fn service_requests(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = true, desc = "Include closed, withdrawn and merged requests.")] include_closed: bool,
+        #[graphql(default = 20, desc = "Page size, 1 to 100.")] first: i32,
+        #[graphql(desc = "Cursor of the last edge of the previous page.")] after: Option<String>,
+    ) -> Result<
+        Connection<OpaqueCursor<kefu_projections::service_requests::BacklogCursor>, super::requests::ServiceRequest>,
+    > {
+        let first = page_size(first)?;
+        let after = decode_cursor(after.as_deref())?;
+        let (items, more) = super::requests::of_customer(ctx, self.0.customer_id, include_closed, first, after).await?;
+        let mut connection = Connection::new(false, more);
+        for (view, cursor) in items {
+            if let Some(request) = super::requests::ServiceRequest::new(view) {
+                connection.edges.push(Edge::new(OpaqueCursor(cursor), request));
+            }
+        }
+        Ok(connection)
+    }
+
     /// The interaction timeline, newest first.
     async fn interactions(
         &self,

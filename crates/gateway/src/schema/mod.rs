@@ -3,20 +3,33 @@
 use async_graphql::{EmptySubscription, MergedObject, Schema};
 
 pub mod common;
+pub mod config;
 pub mod customers;
 pub mod interactions;
 pub mod ops;
+pub mod requests;
 pub mod vocab;
 
 use crate::State;
 
 /// All queries.
 #[derive(MergedObject, Default)]
-pub struct Query(customers::CustomerQuery, interactions::InteractionQuery, ops::OpsQuery);
+pub struct Query(
+    customers::CustomerQuery,
+    interactions::InteractionQuery,
+    requests::RequestQuery,
+    config::ConfigQuery,
+    ops::OpsQuery,
+);
 
 /// All mutations.
 #[derive(MergedObject, Default)]
-pub struct Mutation(customers::CustomerMutation, interactions::InteractionMutation);
+pub struct Mutation(
+    customers::CustomerMutation,
+    interactions::InteractionMutation,
+    requests::RequestMutation,
+    config::ConfigMutation,
+);
 
 /// The executable schema.
 pub type KefuSchema = Schema<Query, Mutation, EmptySubscription>;

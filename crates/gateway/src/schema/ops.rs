@@ -9,6 +9,7 @@ use super::{
     common::{self, GlobalPosition},
     customers::{self, Customer},
     interactions::{self, Interaction},
+    requests::{self, ServiceRequest},
 };
 use crate::errors;
 
@@ -21,6 +22,8 @@ pub enum Node {
     Customer(Customer),
     /// An interaction.
     Interaction(Interaction),
+    /// A service request or complaint.
+    ServiceRequest(ServiceRequest),
 }
 
 /// The caller as kefu sees them.
@@ -87,6 +90,7 @@ impl OpsQuery {
         match kind {
             "Customer" => Ok(customers::load(ctx, uuid).await?.map(Node::Customer)),
             "Interaction" => Ok(interactions::load(ctx, uuid).await?.map(Node::Interaction)),
+            "ServiceRequest" => Ok(requests::load(ctx, uuid).await?.map(Node::ServiceRequest)),
             other => Err(errors::invalid("id", format!("kefu has no nodes of kind `{other}`"))),
         }
     }

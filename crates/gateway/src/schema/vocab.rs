@@ -196,3 +196,105 @@ where
 {
     s.parse::<R>().ok().map(G::from)
 }
+
+/// What the customer asks for (咨询/投诉/建议/需求).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::RequestType")]
+pub enum RequestType {
+    /// 咨询: a question.
+    Inquiry,
+    /// 投诉: a complaint.
+    Complaint,
+    /// 建议: a suggestion.
+    Suggestion,
+    /// 需求: a demand for something new.
+    Demand,
+}
+
+/// How urgent a request is.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::Priority")]
+pub enum Priority {
+    /// Low.
+    Low,
+    /// Normal.
+    Normal,
+    /// High.
+    High,
+    /// Urgent.
+    Urgent,
+}
+
+/// Where a request is in its lifecycle.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::RequestState")]
+pub enum RequestState {
+    /// Recorded; nobody has answered the customer yet.
+    Filed,
+    /// The customer was answered (first response).
+    Acknowledged,
+    /// Someone is working on it.
+    InProgress,
+    /// Waiting for the customer; SLA clocks are paused.
+    AwaitingCustomer,
+    /// Solved; waiting for the return visit (回访).
+    Resolved,
+    /// Done (结案). May be reopened.
+    Closed,
+    /// Withdrawn by the customer. Final.
+    Withdrawn,
+    /// A duplicate merged into another request. Final.
+    Merged,
+}
+
+/// What an SLA target measures.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::SlaMetric")]
+pub enum SlaMetric {
+    /// From filing to the first answer to the customer.
+    FirstResponse,
+    /// From the customer's return (resume, reopen) to the next answer.
+    NextResponse,
+    /// From filing to staff arriving on site.
+    OnSite,
+    /// From filing to the first resolution.
+    Resolution,
+    /// Complaints: from filing to reporting upward (the first escalation).
+    ReportUpward,
+    /// A callback promised to the customer.
+    Callback,
+}
+
+/// How an SLA clock counts time.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::ClockKind")]
+pub enum ClockKind {
+    /// Every hour counts (24×7).
+    Calendar,
+    /// Only working time of a business calendar counts.
+    Business,
+}
+
+/// Why a request was closed.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::CloseReason")]
+pub enum CloseReason {
+    /// The customer confirmed satisfaction at the return visit.
+    ConfirmedByCustomer,
+    /// The customer could not be reached for the return visit.
+    CustomerUnreachable,
+    /// Closed by a supervisor without a return visit.
+    Administrative,
+    /// Closed in the source system of an import.
+    ClosedAtSource,
+}
+
+/// Kind of make-good (补偿性服务).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::CompensationKind")]
+pub enum CompensationKind {
+    /// Money (refund, credit, payment).
+    Monetary,
+    /// A service or goods.
+    NonMonetary,
+}

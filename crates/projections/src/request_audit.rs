@@ -1,0 +1,335 @@
+//! The complaint audit trail: every event of every request, in order, with who, when (business
+//! and recorded time), why, a sentence for people and what changed (state, owner, assignee,
+//! department, escalation level, reporters), computed by folding the request with the
+//! domain's own rules.
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use kefu_app::{Actor, RecordedEvent};
+use kefu_domain::{
+    Aggregate,
+    service_request::{ServiceRequest, ServiceRequestEvent as E},
+};
+use serde_json::{Map, Value, json};
+use sqlx::{PgConnection, Row, types::Json};
+use uuid::Uuid;
+
+use crate::{Projection, ProjectionError};
+
+/// The projection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestAudit;
+
+/// Its name.
+pub const NAME: &str = "request_audit";
+
+const SCHEMA: &str = r#"
+CREATE TABLE history (
+    request_id         uuid        NOT NULL,
+    stream_version     bigint      NOT NULL,
+    global_position    bigint      NOT NULL,
+    event_id           uuid        NOT NULL,
+    event_type         text        NOT NULL,
+    occurred_at        timestamptz NOT NULL,
+    recorded_at        timestamptz NOT NULL,
+    actor              jsonb       NOT NULL,
+    correlation_id     uuid        NOT NULL,
+    causation_id       uuid        NOT NULL,
+    command_id         uuid        NOT NULL,
+    summary            text        NOT NULL,
+    reason             text,
+    changes            jsonb       NOT NULL,
+    related_request_id uuid,
+    payload            jsonb       NOT NULL,
+    PRIMARY KEY (request_id, stream_version)
+);
+CREATE INDEX history_related ON history (related_request_id) WHERE related_request_id IS NOT NULL;
+
+CREATE TABLE folded (
+    request_id uuid  PRIMARY KEY,
+    state_json jsonb NOT NULL
+);
+"#;
+
+impl Projection for RequestAudit {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn schema(&self) -> &'static str {
+        SCHEMA
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["history", "folded"]
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            if event.stream_type != ServiceRequest::STREAM_TYPE {
+                return Ok(());
+            }
+            let decoded: E = event.decode()?;
+            apply(conn, event, &decoded).await
+        })
+    }
+}
+
+fn staff(s: &kefu_domain::values::StaffRef) -> String {
+    match &s.name {
+        Some(n) => format!("{} ({})", n.as_str(), s.id.as_str()),
+        None => s.id.as_str().to_string(),
+    }
+}
+
+/// A sentence for people and the reason, if the event has one.
+fn describe(event: &E) -> (String, Option<String>) {
+    match event {
+        E::RequestFiled(e) => (
+            format!(
+                "Filed {} ({} priority) via {}: {}; owner {}",
+                e.request_type.as_str().to_lowercase(),
+                e.priority.as_str().to_lowercase(),
+                e.channel.as_str().to_lowercase(),
+                e.subject.as_str(),
+                staff(&e.owner)
+            ),
+            None,
+        ),
+        E::RequestAcknowledged(e) => ("First response to the customer".into(), e.note.as_ref().map(|n| n.to_string())),
+        E::RequestAssigned(e) => (
+            format!(
+                "Assigned to {}",
+                [e.assignee.as_ref().map(staff), e.department.as_ref().map(|d| format!("department {d}"))]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            e.reason.as_ref().map(|r| r.to_string()),
+        ),
+        E::RequestTransferred(e) => (
+            format!("Ownership transferred from {} to {}", staff(&e.from_owner), staff(&e.to_owner)),
+            Some(e.reason.to_string()),
+        ),
+        E::PlanCommunicated(e) => {
+            (format!("Plan told to the customer via {}", e.channel.as_str().to_lowercase()), Some(e.plan.to_string()))
+        }
+        E::CallbackCommitted(e) => {
+            (format!("Callback promised by {}", e.due_at.to_rfc3339()), e.note.as_ref().map(|n| n.to_string()))
+        }
+        E::CustomerAwaited(e) => ("Waiting for the customer (SLA clocks paused)".into(), Some(e.reason.to_string())),
+        E::RequestResumed(e) => {
+            ("The customer is back (SLA clocks resumed)".into(), e.note.as_ref().map(|n| n.to_string()))
+        }
+        E::OnSiteArrivalRecorded(e) => {
+            (format!("{} arrived on site", staff(&e.engineer)), e.note.as_ref().map(|n| n.to_string()))
+        }
+        E::CustomerUpdated(e) => {
+            (format!("Customer updated via {}", e.channel.as_str().to_lowercase()), Some(e.summary.to_string()))
+        }
+        E::RequestEscalated(e) => (
+            format!(
+                "Escalated from level {} to level {} ({}){}{}",
+                e.from_level,
+                e.to_level,
+                e.level_name,
+                if e.automatic { ", automatically" } else { "" },
+                e.incident.as_ref().map(|i| format!(", incident: {}", i.title)).unwrap_or_default()
+            ),
+            Some(e.reason.to_string()),
+        ),
+        E::RequestDeescalated(e) => (
+            format!("De-escalated from level {} to level {} ({})", e.from_level, e.to_level, e.level_name),
+            Some(e.reason.to_string()),
+        ),
+        E::RequestResolved(e) => (
+            format!(
+                "Resolved{}; root cause {}{}",
+                if e.first_resolution { "" } else { " again" },
+                e.root_cause,
+                e.compensation
+                    .as_ref()
+                    .map(|c| format!(
+                        "; compensation {}{}",
+                        c.kind.as_str().to_lowercase(),
+                        c.amount_minor
+                            .map(|a| format!(
+                                " {}.{:02} {}",
+                                a / 100,
+                                a % 100,
+                                c.currency.as_ref().map(|c| c.as_str()).unwrap_or("")
+                            ))
+                            .unwrap_or_default()
+                    ))
+                    .unwrap_or_default()
+            ),
+            Some(e.resolution.to_string()),
+        ),
+        E::ReturnVisitRecorded(e) => (
+            format!("Return visit: customer {}", if e.satisfied { "satisfied" } else { "not satisfied" }),
+            e.reason.as_ref().or(e.note.as_ref()).map(|r| r.to_string()),
+        ),
+        E::RequestClosed(e) => {
+            (format!("Closed ({})", e.reason.as_str().to_lowercase()), e.note.as_ref().map(|n| n.to_string()))
+        }
+        E::RequestReopened(e) => ("Reopened".into(), Some(e.reason.to_string())),
+        E::RequestWithdrawn(e) => ("Withdrawn by the customer".into(), Some(e.reason.to_string())),
+        E::DuplicateMerged(e) => (
+            format!("Duplicate request {} merged in ({} reporter(s) added)", e.duplicate_id, e.reporters.len()),
+            Some(e.reason.to_string()),
+        ),
+        E::RequestMergedInto(e) => (format!("Merged into request {}", e.survivor_id), Some(e.reason.to_string())),
+        E::SlaWarningRaised(e) => (format!("SLA warning: {} due {}", e.metric.as_str(), e.due_at.to_rfc3339()), None),
+        E::SlaBreached(e) => (format!("SLA breached: {} was due {}", e.metric.as_str(), e.due_at.to_rfc3339()), None),
+    }
+}
+
+fn related(event: &E) -> Option<Uuid> {
+    match event {
+        E::DuplicateMerged(e) => Some(e.duplicate_id),
+        E::RequestMergedInto(e) => Some(e.survivor_id),
+        _ => None,
+    }
+}
+
+/// The fields of a request whose changes the trail shows.
+fn watched(s: &ServiceRequest) -> Vec<(&'static str, Value)> {
+    let staff_json = |s: &Option<kefu_domain::values::StaffRef>| s.as_ref().map(|s| json!(s)).unwrap_or(Value::Null);
+    vec![
+        ("state", if s.filed.is_some() { json!(s.state().as_str()) } else { Value::Null }),
+        ("owner", staff_json(&s.owner)),
+        ("assignee", staff_json(&s.assignee)),
+        ("department", s.department.as_ref().map(|d| json!(d)).unwrap_or(Value::Null)),
+        ("escalationLevel", json!(s.escalation_level)),
+        ("reporters", json!(s.reporters.len())),
+        ("slaPaused", json!(s.paused_since.is_some())),
+    ]
+}
+
+async fn apply(conn: &mut PgConnection, e: &RecordedEvent, event: &E) -> Result<(), ProjectionError> {
+    let id = e.stream_id;
+    let before: ServiceRequest = match sqlx::query("SELECT state_json FROM folded WHERE request_id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+    {
+        Some(r) => r.try_get::<Json<ServiceRequest>, _>("state_json")?.0,
+        None => ServiceRequest::default(),
+    };
+    let mut after = before.clone();
+    after.apply(event);
+    let mut changes = Map::new();
+    for ((field, old), (_, new)) in watched(&before).into_iter().zip(watched(&after)) {
+        if old != new {
+            changes.insert(field.to_string(), json!({"from": old, "to": new}));
+        }
+    }
+    let (summary, reason) = describe(event);
+    sqlx::query(
+        "INSERT INTO history (request_id, stream_version, global_position, event_id, event_type, occurred_at, recorded_at, \
+           actor, correlation_id, causation_id, command_id, summary, reason, changes, related_request_id, payload) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(id)
+    .bind(e.stream_version)
+    .bind(e.global_position)
+    .bind(e.event_id)
+    .bind(&e.event_type)
+    .bind(e.occurred_at)
+    .bind(e.recorded_at)
+    .bind(Json(&e.actor))
+    .bind(e.correlation_id)
+    .bind(e.causation_id)
+    .bind(e.command_id)
+    .bind(summary)
+    .bind(reason)
+    .bind(Value::Object(changes))
+    .bind(related(event))
+    .bind(&e.payload)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO folded (request_id, state_json) VALUES ($1, $2) \
+         ON CONFLICT (request_id) DO UPDATE SET state_json = EXCLUDED.state_json",
+    )
+    .bind(id)
+    .bind(Json(&after))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// One entry of a request's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    /// Position in the request's stream (1, 2, …).
+    pub stream_version: i64,
+    /// Position in the global log.
+    pub global_position: i64,
+    /// Event id.
+    pub event_id: Uuid,
+    /// Event type.
+    pub event_type: String,
+    /// Business time.
+    pub occurred_at: DateTime<Utc>,
+    /// System time.
+    pub recorded_at: DateTime<Utc>,
+    /// Who.
+    pub actor: Actor,
+    /// Conversation.
+    pub correlation_id: Uuid,
+    /// Cause.
+    pub causation_id: Uuid,
+    /// Command.
+    pub command_id: Uuid,
+    /// A sentence for people.
+    pub summary: String,
+    /// Why, when the step has a reason.
+    pub reason: Option<String>,
+    /// What changed: `{field: {from, to}}`.
+    pub changes: Value,
+    /// The other request of a merge.
+    pub related_request_id: Option<Uuid>,
+    /// The event payload.
+    pub payload: Value,
+}
+
+/// A request's whole history, in order.
+pub async fn history(conn: &mut PgConnection, id: Uuid) -> Result<Vec<HistoryEntry>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT stream_version, global_position, event_id, event_type, occurred_at, recorded_at, actor, correlation_id, \
+           causation_id, command_id, summary, reason, changes, related_request_id, payload \
+         FROM history WHERE request_id = $1 ORDER BY stream_version",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let Json(actor): Json<Actor> = r.try_get("actor")?;
+            Ok(HistoryEntry {
+                stream_version: r.try_get("stream_version")?,
+                global_position: r.try_get("global_position")?,
+                event_id: r.try_get("event_id")?,
+                event_type: r.try_get("event_type")?,
+                occurred_at: r.try_get("occurred_at")?,
+                recorded_at: r.try_get("recorded_at")?,
+                actor,
+                correlation_id: r.try_get("correlation_id")?,
+                causation_id: r.try_get("causation_id")?,
+                command_id: r.try_get("command_id")?,
+                summary: r.try_get("summary")?,
+                reason: r.try_get("reason")?,
+                changes: r.try_get("changes")?,
+                related_request_id: r.try_get("related_request_id")?,
+                payload: r.try_get("payload")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}

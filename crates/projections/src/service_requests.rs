@@ -1,0 +1,911 @@
+//! Service requests as people look at them: the complaint backlog, one request's page, a
+//! customer's requests, SLA clocks and compliance.
+//!
+//! The projection keeps each request's folded aggregate state (JSON) and applies every event
+//! with the domain's own `apply`, so states, owners and SLA clocks here are exactly what the
+//! write side decides with; the columns beside it are for filtering and sorting.
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use kefu_app::RecordedEvent;
+use kefu_domain::{
+    Aggregate,
+    service_request::{ServiceRequest, ServiceRequestEvent},
+    vocab::RequestState,
+};
+use serde_json::json;
+use sqlx::{PgConnection, Row, types::Json};
+use uuid::Uuid;
+
+use crate::{Projection, ProjectionError};
+
+/// The projection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServiceRequests;
+
+/// Its name.
+pub const NAME: &str = "service_requests";
+
+const SCHEMA: &str = r#"
+CREATE TABLE requests (
+    request_id              uuid        PRIMARY KEY,
+    customer_id             uuid        NOT NULL,
+    request_type            text        NOT NULL,
+    category                text        NOT NULL,
+    priority                text        NOT NULL,
+    priority_rank           integer     NOT NULL,
+    channel                 text        NOT NULL,
+    subject                 text        NOT NULL,
+    state                   text        NOT NULL,
+    live                    boolean     NOT NULL,
+    owner_id                text,
+    owner_name              text,
+    assignee_id             text,
+    assignee_name           text,
+    department              text,
+    escalation_level        integer     NOT NULL DEFAULT 0,
+    escalation_name         text,
+    incident_id             uuid,
+    customer_tier           text,
+    external_ref            text,
+    filed_at                timestamptz NOT NULL,
+    first_response_at       timestamptz,
+    first_resolved_at       timestamptz,
+    last_resolved_at        timestamptz,
+    ended_at                timestamptz,
+    root_cause              text,
+    reopen_count            integer     NOT NULL DEFAULT 0,
+    reporter_count          integer     NOT NULL DEFAULT 1,
+    merged_into             uuid,
+    return_visits           integer     NOT NULL DEFAULT 0,
+    last_return_visit_satisfied boolean,
+    paused                  boolean     NOT NULL DEFAULT false,
+    callback_due_at         timestamptz,
+    next_due_at             timestamptz,
+    next_due_metric         text,
+    next_warn_at            timestamptz,
+    breached                boolean     NOT NULL DEFAULT false,
+    policy_name             text        NOT NULL,
+    state_json              jsonb       NOT NULL,
+    filing                  jsonb       NOT NULL,
+    resolution              jsonb,
+    version                 bigint      NOT NULL,
+    last_position           bigint      NOT NULL,
+    updated_at              timestamptz NOT NULL
+);
+CREATE INDEX requests_backlog ON requests (live, filed_at, request_id);
+CREATE INDEX requests_by_customer ON requests (customer_id, filed_at DESC, request_id);
+CREATE INDEX requests_due ON requests (next_due_at, request_id) WHERE live;
+CREATE INDEX requests_by_external_ref ON requests (external_ref);
+
+CREATE TABLE request_clocks (
+    request_id   uuid        NOT NULL,
+    metric       text        NOT NULL,
+    cycle        integer     NOT NULL,
+    started_at   timestamptz NOT NULL,
+    due_at       timestamptz,
+    warn_at      timestamptz,
+    met_at       timestamptz,
+    warned       boolean     NOT NULL,
+    breached     boolean     NOT NULL,
+    cancelled    boolean     NOT NULL,
+    outcome      text        NOT NULL,
+    decided_at   timestamptz,
+    agent_id     text,
+    department   text,
+    PRIMARY KEY (request_id, metric, cycle)
+);
+CREATE INDEX request_clocks_firing ON request_clocks (due_at) WHERE outcome = 'RUNNING';
+CREATE INDEX request_clocks_decided ON request_clocks (metric, due_at);
+"#;
+
+const TABLES: &[&str] = &["requests", "request_clocks"];
+
+impl Projection for ServiceRequests {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn schema(&self) -> &'static str {
+        SCHEMA
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        TABLES
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            if event.stream_type != ServiceRequest::STREAM_TYPE {
+                return Ok(());
+            }
+            let decoded: ServiceRequestEvent = event.decode()?;
+            apply(conn, event, &decoded).await
+        })
+    }
+}
+
+fn priority_rank(p: &str) -> i32 {
+    match p {
+        "URGENT" => 4,
+        "HIGH" => 3,
+        "NORMAL" => 2,
+        _ => 1,
+    }
+}
+
+/// The outcome of a clock as reports count it.
+pub fn outcome(c: &kefu_domain::service_request::MetricClock) -> &'static str {
+    match c.met_at {
+        // Met: in time unless a breach was recorded or the deadline had passed.
+        Some(met) if !c.breached && c.due_at.is_none_or(|due| met <= due) => "HIT",
+        Some(_) => "MISSED",
+        None if c.breached => "MISSED",
+        None if c.cancelled => "CANCELLED",
+        None => "RUNNING",
+    }
+}
+
+async fn apply(conn: &mut PgConnection, e: &RecordedEvent, event: &ServiceRequestEvent) -> Result<(), ProjectionError> {
+    let id = e.stream_id;
+    let row = sqlx::query("SELECT state_json FROM requests WHERE request_id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let mut state: ServiceRequest = match row {
+        Some(r) => {
+            let Json(s): Json<ServiceRequest> = r.try_get("state_json")?;
+            s
+        }
+        None if matches!(event, ServiceRequestEvent::RequestFiled(_)) => ServiceRequest::default(),
+        None => return Err(ProjectionError::Poison(format!("{} for unknown request {id}", e.event_type))),
+    };
+    state.apply(event);
+    let Some(filed) = state.filed.clone() else {
+        return Err(ProjectionError::Poison(format!("request {id} has no filing")));
+    };
+    let request_state = state.state();
+    let live = state.is_live();
+
+    // Clocks: the running clock due first is the request's next deadline.
+    let next = state.clocks.iter().filter(|c| c.running() && c.due_at.is_some()).min_by_key(|c| c.due_at);
+    let callback_due = state
+        .clocks
+        .iter()
+        .filter(|c| c.running() && c.metric == kefu_domain::vocab::SlaMetric::Callback)
+        .filter_map(|c| c.due_at)
+        .min();
+    let breached = state.clocks.iter().any(|c| c.breached && !c.cancelled && c.met_at.is_none())
+        || state.clocks.iter().any(|c| outcome(c) == "MISSED");
+
+    let (resolution, root_cause) = match event {
+        ServiceRequestEvent::RequestResolved(r) => (Some(json!(r)), Some(r.root_cause.as_str().to_string())),
+        _ => (None, None),
+    };
+    let first_response = match event {
+        ServiceRequestEvent::RequestAcknowledged(x) => Some(x.at),
+        ServiceRequestEvent::PlanCommunicated(x) => Some(x.at),
+        ServiceRequestEvent::CustomerUpdated(x) => Some(x.at),
+        ServiceRequestEvent::RequestResolved(x) => Some(x.at),
+        _ => None,
+    };
+    let ended_at = match event {
+        ServiceRequestEvent::RequestClosed(x) => Some(x.at),
+        ServiceRequestEvent::RequestWithdrawn(x) => Some(x.at),
+        ServiceRequestEvent::RequestMergedInto(x) => Some(x.at),
+        _ => None,
+    };
+    let reopened = matches!(event, ServiceRequestEvent::RequestReopened(_));
+    let visit = match event {
+        ServiceRequestEvent::ReturnVisitRecorded(v) => Some(v.satisfied),
+        _ => None,
+    };
+    let level_name = match event {
+        ServiceRequestEvent::RequestEscalated(x) => Some(x.level_name.as_str().to_string()),
+        ServiceRequestEvent::RequestDeescalated(x) => Some(x.level_name.as_str().to_string()),
+        _ => None,
+    };
+
+    sqlx::query(
+        "INSERT INTO requests (request_id, customer_id, request_type, category, priority, priority_rank, channel, \
+           subject, state, live, owner_id, owner_name, assignee_id, assignee_name, department, escalation_level, \
+           incident_id, customer_tier, external_ref, filed_at, first_resolved_at, last_resolved_at, reporter_count, \
+           merged_into, paused, callback_due_at, next_due_at, next_due_metric, next_warn_at, breached, policy_name, \
+           state_json, filing, version, last_position, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+           $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36) \
+         ON CONFLICT (request_id) DO UPDATE SET state = EXCLUDED.state, live = EXCLUDED.live, \
+           owner_id = EXCLUDED.owner_id, owner_name = EXCLUDED.owner_name, assignee_id = EXCLUDED.assignee_id, \
+           assignee_name = EXCLUDED.assignee_name, department = EXCLUDED.department, \
+           escalation_level = EXCLUDED.escalation_level, incident_id = EXCLUDED.incident_id, \
+           first_resolved_at = EXCLUDED.first_resolved_at, last_resolved_at = EXCLUDED.last_resolved_at, \
+           reporter_count = EXCLUDED.reporter_count, merged_into = EXCLUDED.merged_into, paused = EXCLUDED.paused, \
+           callback_due_at = EXCLUDED.callback_due_at, next_due_at = EXCLUDED.next_due_at, \
+           next_due_metric = EXCLUDED.next_due_metric, next_warn_at = EXCLUDED.next_warn_at, \
+           breached = EXCLUDED.breached, state_json = EXCLUDED.state_json, version = EXCLUDED.version, \
+           last_position = EXCLUDED.last_position, updated_at = EXCLUDED.updated_at",
+    )
+    .bind(id)
+    .bind(filed.customer_id)
+    .bind(filed.request_type.as_str())
+    .bind(filed.category.as_str())
+    .bind(filed.priority.as_str())
+    .bind(priority_rank(filed.priority.as_str()))
+    .bind(filed.channel.as_str())
+    .bind(filed.subject.as_str())
+    .bind(request_state.as_str())
+    .bind(live)
+    .bind(state.owner.as_ref().map(|o| o.id.as_str().to_string()))
+    .bind(state.owner.as_ref().and_then(|o| o.name.as_ref()).map(|n| n.as_str().to_string()))
+    .bind(state.assignee.as_ref().map(|o| o.id.as_str().to_string()))
+    .bind(state.assignee.as_ref().and_then(|o| o.name.as_ref()).map(|n| n.as_str().to_string()))
+    .bind(state.department.as_ref().map(|d| d.as_str().to_string()))
+    .bind(state.escalation_level as i32)
+    .bind(state.incident.as_ref().map(|i| i.incident_id))
+    .bind(filed.customer_tier.map(|t| t.as_str()))
+    .bind(filed.external_ref.as_ref().map(|r| r.as_str().to_string()))
+    .bind(filed.filed_at)
+    .bind(state.first_resolved_at)
+    .bind(state.last_resolved_at)
+    .bind(state.reporters.len() as i32)
+    .bind(state.merged_into)
+    .bind(state.paused_since.is_some())
+    .bind(callback_due)
+    .bind(next.and_then(|c| c.due_at))
+    .bind(next.map(|c| c.metric.as_str()))
+    .bind(next.and_then(|c| if c.warned { None } else { c.warn_at }))
+    .bind(breached)
+    .bind(filed.sla.policy_name.as_str())
+    .bind(Json(&state))
+    .bind(Json(&filed))
+    .bind(e.stream_version)
+    .bind(e.global_position)
+    .bind(e.occurred_at)
+    .execute(&mut *conn)
+    .await?;
+
+    sqlx::query(
+        "UPDATE requests SET \
+           first_response_at = COALESCE(first_response_at, $2), \
+           ended_at = CASE WHEN $3::timestamptz IS NOT NULL THEN $3 WHEN live THEN NULL ELSE ended_at END, \
+           reopen_count = reopen_count + CASE WHEN $4 THEN 1 ELSE 0 END, \
+           return_visits = return_visits + CASE WHEN $5::boolean IS NULL THEN 0 ELSE 1 END, \
+           last_return_visit_satisfied = COALESCE($5, last_return_visit_satisfied), \
+           root_cause = COALESCE($6, root_cause), resolution = COALESCE($7, resolution), \
+           escalation_name = COALESCE($8, escalation_name) \
+         WHERE request_id = $1",
+    )
+    .bind(id)
+    .bind(first_response)
+    .bind(ended_at)
+    .bind(reopened)
+    .bind(visit)
+    .bind(root_cause)
+    .bind(resolution)
+    .bind(level_name)
+    .execute(&mut *conn)
+    .await?;
+
+    // Clock rows (kept for compliance and for the SLA scheduler).
+    let agent = state.assignee.as_ref().or(state.owner.as_ref()).map(|s| s.id.as_str().to_string());
+    let department = state.department.as_ref().map(|d| d.as_str().to_string());
+    for c in &state.clocks {
+        let o = outcome(c);
+        let decided_at = match o {
+            "HIT" | "MISSED" => c.met_at.or(c.due_at),
+            "CANCELLED" => Some(e.occurred_at),
+            _ => None,
+        };
+        sqlx::query(
+            "INSERT INTO request_clocks (request_id, metric, cycle, started_at, due_at, warn_at, met_at, warned, \
+               breached, cancelled, outcome, decided_at, agent_id, department) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT (request_id, metric, cycle) DO UPDATE SET due_at = EXCLUDED.due_at, warn_at = EXCLUDED.warn_at, \
+               met_at = EXCLUDED.met_at, warned = EXCLUDED.warned, breached = EXCLUDED.breached, \
+               cancelled = EXCLUDED.cancelled, \
+               agent_id = CASE WHEN request_clocks.outcome = 'RUNNING' THEN EXCLUDED.agent_id ELSE request_clocks.agent_id END, \
+               department = CASE WHEN request_clocks.outcome = 'RUNNING' THEN EXCLUDED.department ELSE request_clocks.department END, \
+               decided_at = COALESCE(request_clocks.decided_at, EXCLUDED.decided_at), \
+               outcome = EXCLUDED.outcome",
+        )
+        .bind(id)
+        .bind(c.metric.as_str())
+        .bind(c.cycle as i32)
+        .bind(c.started_at)
+        .bind(c.due_at)
+        .bind(c.warn_at)
+        .bind(c.met_at)
+        .bind(c.warned)
+        .bind(c.breached)
+        .bind(c.cancelled)
+        .bind(o)
+        .bind(decided_at)
+        .bind(&agent)
+        .bind(&department)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Requests whose SLA clocks have a warning or deadline due by `now` and not yet recorded.
+pub async fn due_for_check(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Uuid>, ProjectionError> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT c.request_id FROM request_clocks c JOIN requests r USING (request_id) \
+         WHERE r.live AND c.outcome = 'RUNNING' AND NOT c.cancelled AND c.met_at IS NULL AND \
+           ((NOT c.breached AND c.due_at <= $1) OR (NOT c.warned AND NOT c.breached AND c.warn_at <= $1)) \
+         LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(ids)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+/// A request as people look at it.
+#[derive(Debug, Clone)]
+pub struct RequestView {
+    /// The folded aggregate state (owner, clocks, reporters…).
+    pub state: ServiceRequest,
+    /// Current state.
+    pub request_state: RequestState,
+    /// Name of the current escalation level.
+    pub escalation_name: Option<String>,
+    /// When the customer was first answered.
+    pub first_response_at: Option<DateTime<Utc>>,
+    /// When it ended (closed, withdrawn, merged).
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Root cause of the latest resolution.
+    pub root_cause: Option<String>,
+    /// The latest resolution event (JSON payload).
+    pub resolution: Option<serde_json::Value>,
+    /// Times reopened.
+    pub reopen_count: i32,
+    /// Return visits so far.
+    pub return_visits: i32,
+    /// Outcome of the latest return visit.
+    pub last_return_visit_satisfied: Option<bool>,
+    /// The running clock due first: metric and deadline.
+    pub next_due: Option<(String, DateTime<Utc>)>,
+    /// Its warning time.
+    pub next_warn_at: Option<DateTime<Utc>>,
+    /// Whether any target was missed.
+    pub breached: bool,
+    /// Latest global position reflected.
+    pub last_position: i64,
+    /// Stream version.
+    pub version: i64,
+}
+
+const VIEW_COLUMNS: &str = "state_json, state, escalation_name, first_response_at, ended_at, root_cause, resolution, \
+    reopen_count, return_visits, last_return_visit_satisfied, next_due_metric, next_due_at, next_warn_at, breached, \
+    last_position, version, request_id, filed_at, priority_rank, escalation_level";
+
+fn view_from(row: &sqlx::postgres::PgRow) -> Result<RequestView, sqlx::Error> {
+    let Json(state): Json<ServiceRequest> = row.try_get("state_json")?;
+    let state_name: String = row.try_get("state")?;
+    let metric: Option<String> = row.try_get("next_due_metric")?;
+    let due: Option<DateTime<Utc>> = row.try_get("next_due_at")?;
+    Ok(RequestView {
+        request_state: state_name.parse().unwrap_or(RequestState::Filed),
+        state,
+        escalation_name: row.try_get("escalation_name")?,
+        first_response_at: row.try_get("first_response_at")?,
+        ended_at: row.try_get("ended_at")?,
+        root_cause: row.try_get("root_cause")?,
+        resolution: row.try_get("resolution")?,
+        reopen_count: row.try_get("reopen_count")?,
+        return_visits: row.try_get("return_visits")?,
+        last_return_visit_satisfied: row.try_get("last_return_visit_satisfied")?,
+        next_due: metric.zip(due),
+        next_warn_at: row.try_get("next_warn_at")?,
+        breached: row.try_get("breached")?,
+        last_position: row.try_get("last_position")?,
+        version: row.try_get("version")?,
+    })
+}
+
+/// One request.
+pub async fn request(conn: &mut PgConnection, id: Uuid) -> Result<Option<RequestView>, ProjectionError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {VIEW_COLUMNS} FROM requests WHERE request_id = $1")))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.as_ref().map(view_from).transpose()?)
+}
+
+/// Which requests a backlog shows; every given field must match (lists: any of).
+#[derive(Debug, Clone, Default)]
+pub struct BacklogFilter {
+    /// States (short names). Empty: every live state (not closed, withdrawn or merged).
+    pub states: Vec<String>,
+    /// Request types.
+    pub request_types: Vec<String>,
+    /// Priorities.
+    pub priorities: Vec<String>,
+    /// Channels.
+    pub channels: Vec<String>,
+    /// Customer tiers.
+    pub customer_tiers: Vec<String>,
+    /// Category prefix (case-insensitive).
+    pub category_prefix: Option<String>,
+    /// Owner.
+    pub owner_id: Option<String>,
+    /// Current agent.
+    pub assignee_id: Option<String>,
+    /// Department.
+    pub department: Option<String>,
+    /// Only requests with (true) or without (false) a missed target.
+    pub breached: Option<bool>,
+    /// Only this customer's.
+    pub customer_id: Option<Uuid>,
+    /// Only this incident's.
+    pub incident_id: Option<Uuid>,
+    /// Minimum escalation level.
+    pub min_escalation_level: Option<i32>,
+}
+
+/// Backlog order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BacklogOrder {
+    /// Oldest first (longest waiting).
+    #[default]
+    OldestFirst,
+    /// Newest first.
+    NewestFirst,
+    /// Nearest SLA deadline first (requests without one last).
+    NextDeadline,
+    /// Highest priority first, then oldest.
+    Priority,
+    /// Highest escalation level first, then oldest.
+    Escalation,
+}
+
+/// A position in a backlog listing.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BacklogCursor {
+    /// Rank key (priority or escalation), when the order has one.
+    pub rank: Option<i32>,
+    /// Time key.
+    pub at: DateTime<Utc>,
+    /// Tie-breaker.
+    pub id: Uuid,
+}
+
+/// Where requests without a running deadline sort (last), as a real instant so keyset
+/// pagination stays exact.
+fn no_deadline() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("9999-12-31T00:00:00Z")
+        .map(|d| d.with_timezone(&Utc))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+struct Sql {
+    text: String,
+    n: usize,
+}
+
+impl Sql {
+    fn param(&mut self) -> String {
+        self.n += 1;
+        format!("${}", self.n)
+    }
+}
+
+fn where_clause(filter: &BacklogFilter, sql: &mut Sql) -> Vec<Bind> {
+    let mut binds = Vec::new();
+    if filter.states.is_empty() {
+        sql.text += " AND live";
+    } else {
+        let p = sql.param();
+        sql.text += &format!(" AND state = ANY({p})");
+        binds.push(Bind::Strings(filter.states.clone()));
+    }
+    for (column, values) in [
+        ("request_type", &filter.request_types),
+        ("priority", &filter.priorities),
+        ("channel", &filter.channels),
+        ("customer_tier", &filter.customer_tiers),
+    ] {
+        if !values.is_empty() {
+            let p = sql.param();
+            sql.text += &format!(" AND {column} = ANY({p})");
+            binds.push(Bind::Strings(values.clone()));
+        }
+    }
+    for (column, value) in
+        [("owner_id", &filter.owner_id), ("assignee_id", &filter.assignee_id), ("department", &filter.department)]
+    {
+        if let Some(v) = value {
+            let p = sql.param();
+            sql.text += &format!(" AND {column} = {p}");
+            binds.push(Bind::String(v.clone()));
+        }
+    }
+    if let Some(prefix) = &filter.category_prefix {
+        let p = sql.param();
+        sql.text += &format!(" AND lower(category) LIKE {p}");
+        binds.push(Bind::String(format!("{}%", prefix.to_lowercase().replace('%', "\\%").replace('_', "\\_"))));
+    }
+    if let Some(b) = filter.breached {
+        let p = sql.param();
+        sql.text += &format!(" AND breached = {p}");
+        binds.push(Bind::Bool(b));
+    }
+    for (column, value) in [("customer_id", filter.customer_id), ("incident_id", filter.incident_id)] {
+        if let Some(v) = value {
+            let p = sql.param();
+            sql.text += &format!(" AND {column} = {p}");
+            binds.push(Bind::Uuid(v));
+        }
+    }
+    if let Some(level) = filter.min_escalation_level {
+        let p = sql.param();
+        sql.text += &format!(" AND escalation_level >= {p}");
+        binds.push(Bind::Int(level));
+    }
+    binds
+}
+
+enum Bind {
+    Strings(Vec<String>),
+    String(String),
+    Bool(bool),
+    Uuid(Uuid),
+    Int(i32),
+    Time(DateTime<Utc>),
+    BigInt(i64),
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for b in binds {
+        q = match b {
+            Bind::Strings(v) => q.bind(v),
+            Bind::String(v) => q.bind(v),
+            Bind::Bool(v) => q.bind(v),
+            Bind::Uuid(v) => q.bind(v),
+            Bind::Int(v) => q.bind(v),
+            Bind::Time(v) => q.bind(v),
+            Bind::BigInt(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+fn order_parts(order: BacklogOrder) -> (&'static str, &'static str, Option<&'static str>, &'static str) {
+    // (time expression, time direction, rank expression, rank direction)
+    match order {
+        BacklogOrder::OldestFirst => ("filed_at", "ASC", None, ""),
+        BacklogOrder::NewestFirst => ("filed_at", "DESC", None, ""),
+        BacklogOrder::NextDeadline => ("COALESCE(next_due_at, '9999-12-31T00:00:00Z'::timestamptz)", "ASC", None, ""),
+        BacklogOrder::Priority => ("filed_at", "ASC", Some("priority_rank"), "DESC"),
+        BacklogOrder::Escalation => ("filed_at", "ASC", Some("escalation_level"), "DESC"),
+    }
+}
+
+/// A page of the backlog and whether more follow.
+pub async fn backlog(
+    conn: &mut PgConnection,
+    filter: &BacklogFilter,
+    order: BacklogOrder,
+    first: i64,
+    after: Option<&BacklogCursor>,
+) -> Result<(Vec<(RequestView, BacklogCursor)>, bool), ProjectionError> {
+    let mut sql = Sql { text: format!("SELECT {VIEW_COLUMNS}, next_due_at FROM requests WHERE true"), n: 0 };
+    let mut binds = where_clause(filter, &mut sql);
+    let (time, time_dir, rank, rank_dir) = order_parts(order);
+    let time_cmp = if time_dir == "ASC" { ">" } else { "<" };
+    if let Some(c) = after {
+        let (pt, pid) = (sql.param(), sql.param());
+        let after_time = format!("({time}, request_id) {time_cmp} ({pt}, {pid})");
+        match (rank, c.rank) {
+            (Some(rank), Some(r)) => {
+                let pr = sql.param();
+                let rank_cmp = if rank_dir == "DESC" { "<" } else { ">" };
+                sql.text += &format!(" AND ({rank} {rank_cmp} {pr} OR ({rank} = {pr} AND {after_time}))");
+                binds.push(Bind::Time(c.at));
+                binds.push(Bind::Uuid(c.id));
+                binds.push(Bind::Int(r));
+            }
+            _ => {
+                sql.text += &format!(" AND {after_time}");
+                binds.push(Bind::Time(c.at));
+                binds.push(Bind::Uuid(c.id));
+            }
+        }
+    }
+    sql.text += &match rank {
+        Some(rank) => format!(" ORDER BY {rank} {rank_dir}, {time} {time_dir}, request_id {time_dir}"),
+        None => format!(" ORDER BY {time} {time_dir}, request_id {time_dir}"),
+    };
+    let p = sql.param();
+    sql.text += &format!(" LIMIT {p}");
+    binds.push(Bind::BigInt(first + 1));
+    let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.text)), binds).fetch_all(conn).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let view = view_from(row)?;
+        let id: Uuid = row.try_get("request_id")?;
+        let filed_at: DateTime<Utc> = row.try_get("filed_at")?;
+        let next_due: Option<DateTime<Utc>> = row.try_get("next_due_at")?;
+        let cursor = BacklogCursor {
+            rank: match order {
+                BacklogOrder::Priority => Some(row.try_get("priority_rank")?),
+                BacklogOrder::Escalation => Some(row.try_get("escalation_level")?),
+                _ => None,
+            },
+            at: match order {
+                BacklogOrder::NextDeadline => next_due.unwrap_or_else(no_deadline),
+                _ => filed_at,
+            },
+            id,
+        };
+        out.push((view, cursor));
+    }
+    let more = out.len() as i64 > first;
+    out.truncate(first as usize);
+    Ok((out, more))
+}
+
+/// Totals of a backlog: how many, per state, per age bucket.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BacklogCounts {
+    /// All matching requests.
+    pub total: i64,
+    /// Per state (short name).
+    pub by_state: Vec<(String, i64)>,
+    /// Per age bucket, in bucket order.
+    pub by_age: Vec<(String, i64)>,
+    /// Matching requests with a missed target.
+    pub breached: i64,
+}
+
+/// Age buckets of the backlog, by time since filing.
+pub const AGE_BUCKETS: &[&str] = &["UNDER_4_HOURS", "4_TO_24_HOURS", "1_TO_3_DAYS", "3_TO_7_DAYS", "OVER_7_DAYS"];
+
+/// The SQL expression of a request's age bucket at `$1`.
+const AGE_BUCKET_SQL: &str = "CASE WHEN $1 - filed_at < interval '4 hours' THEN 'UNDER_4_HOURS' \
+    WHEN $1 - filed_at < interval '24 hours' THEN '4_TO_24_HOURS' \
+    WHEN $1 - filed_at < interval '3 days' THEN '1_TO_3_DAYS' \
+    WHEN $1 - filed_at < interval '7 days' THEN '3_TO_7_DAYS' ELSE 'OVER_7_DAYS' END";
+
+/// The bucket of an age.
+pub fn age_bucket(filed_at: DateTime<Utc>, now: DateTime<Utc>) -> &'static str {
+    let age = now - filed_at;
+    if age < chrono::Duration::hours(4) {
+        AGE_BUCKETS[0]
+    } else if age < chrono::Duration::hours(24) {
+        AGE_BUCKETS[1]
+    } else if age < chrono::Duration::days(3) {
+        AGE_BUCKETS[2]
+    } else if age < chrono::Duration::days(7) {
+        AGE_BUCKETS[3]
+    } else {
+        AGE_BUCKETS[4]
+    }
+}
+
+/// Counts of a backlog at `now`.
+pub async fn backlog_counts(
+    conn: &mut PgConnection,
+    filter: &BacklogFilter,
+    now: DateTime<Utc>,
+) -> Result<BacklogCounts, ProjectionError> {
+    let mut sql = Sql { text: String::new(), n: 1 };
+    let binds = where_clause(filter, &mut sql);
+    let condition = sql.text.clone();
+    let mut counts = BacklogCounts::default();
+    let by_state = bind_all(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT state, count(*) AS n, sum(CASE WHEN breached THEN 1 ELSE 0 END) AS b FROM requests \
+             WHERE $1::timestamptz IS NOT NULL {condition} GROUP BY state ORDER BY state"
+        )))
+        .bind(now),
+        binds,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in &by_state {
+        let n: i64 = r.try_get("n")?;
+        let b: i64 = r.try_get("b")?;
+        counts.total += n;
+        counts.breached += b;
+        counts.by_state.push((r.try_get("state")?, n));
+    }
+    let mut sql = Sql { text: String::new(), n: 1 };
+    let binds = where_clause(filter, &mut sql);
+    let by_age = bind_all(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {AGE_BUCKET_SQL} AS bucket, count(*) AS n FROM requests WHERE true {} GROUP BY 1",
+            sql.text
+        )))
+        .bind(now),
+        binds,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for bucket in AGE_BUCKETS {
+        let n = by_age
+            .iter()
+            .find(|r| r.try_get::<String, _>("bucket").ok().as_deref() == Some(*bucket))
+            .and_then(|r| r.try_get::<i64, _>("n").ok())
+            .unwrap_or(0);
+        counts.by_age.push((bucket.to_string(), n));
+    }
+    Ok(counts)
+}
+
+/// A clock as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClockView {
+    /// Metric.
+    pub metric: String,
+    /// Cycle.
+    pub cycle: i32,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// Deadline (None while paused).
+    pub due_at: Option<DateTime<Utc>>,
+    /// Warning time.
+    pub warn_at: Option<DateTime<Utc>>,
+    /// When met.
+    pub met_at: Option<DateTime<Utc>>,
+    /// HIT, MISSED, CANCELLED or RUNNING.
+    pub outcome: String,
+    /// Breach recorded.
+    pub breached: bool,
+    /// Warning recorded.
+    pub warned: bool,
+}
+
+/// A request's clocks.
+pub async fn clocks(conn: &mut PgConnection, id: Uuid) -> Result<Vec<ClockView>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT metric, cycle, started_at, due_at, warn_at, met_at, outcome, breached, warned FROM request_clocks \
+         WHERE request_id = $1 ORDER BY started_at, metric, cycle",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ClockView {
+                metric: r.try_get("metric")?,
+                cycle: r.try_get("cycle")?,
+                started_at: r.try_get("started_at")?,
+                due_at: r.try_get("due_at")?,
+                warn_at: r.try_get("warn_at")?,
+                met_at: r.try_get("met_at")?,
+                outcome: r.try_get("outcome")?,
+                breached: r.try_get("breached")?,
+                warned: r.try_get("warned")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+/// A dimension SLA compliance can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComplianceDimension {
+    /// Calendar day of the deadline.
+    Day,
+    /// ISO week of the deadline.
+    Week,
+    /// Month of the deadline.
+    Month,
+    /// Department.
+    Department,
+    /// Agent (assignee, else owner, when the clock was decided).
+    Agent,
+    /// Priority.
+    Priority,
+    /// Channel.
+    Channel,
+    /// Request type.
+    RequestType,
+    /// Category.
+    Category,
+    /// Customer tier.
+    CustomerTier,
+}
+
+impl ComplianceDimension {
+    /// Its name in results.
+    pub fn key(self) -> &'static str {
+        match self {
+            ComplianceDimension::Day => "day",
+            ComplianceDimension::Week => "week",
+            ComplianceDimension::Month => "month",
+            ComplianceDimension::Department => "department",
+            ComplianceDimension::Agent => "agent",
+            ComplianceDimension::Priority => "priority",
+            ComplianceDimension::Channel => "channel",
+            ComplianceDimension::RequestType => "requestType",
+            ComplianceDimension::Category => "category",
+            ComplianceDimension::CustomerTier => "customerTier",
+        }
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            ComplianceDimension::Day => "to_char(date_trunc('day', c.due_at AT TIME ZONE $3), 'YYYY-MM-DD')",
+            ComplianceDimension::Week => "to_char(date_trunc('week', c.due_at AT TIME ZONE $3), 'IYYY-\"W\"IW')",
+            ComplianceDimension::Month => "to_char(date_trunc('month', c.due_at AT TIME ZONE $3), 'YYYY-MM')",
+            ComplianceDimension::Department => "coalesce(c.department, r.department, '')",
+            ComplianceDimension::Agent => "coalesce(c.agent_id, r.owner_id, '')",
+            ComplianceDimension::Priority => "r.priority",
+            ComplianceDimension::Channel => "r.channel",
+            ComplianceDimension::RequestType => "r.request_type",
+            ComplianceDimension::Category => "r.category",
+            ComplianceDimension::CustomerTier => "coalesce(r.customer_tier, '')",
+        }
+    }
+}
+
+/// One group of SLA compliance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComplianceRow {
+    /// The metric.
+    pub metric: String,
+    /// The group's values, one per requested dimension, in order.
+    pub keys: Vec<(String, String)>,
+    /// Clocks met in time.
+    pub hit: i64,
+    /// Clocks missed.
+    pub missed: i64,
+}
+
+/// SLA compliance of clocks due in [from, to), grouped by metric and `group_by`; periods are
+/// calendar periods in `time_zone`. Cancelled and still-running clocks do not count.
+pub async fn compliance(
+    conn: &mut PgConnection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    group_by: &[ComplianceDimension],
+    time_zone: &str,
+) -> Result<Vec<ComplianceRow>, ProjectionError> {
+    let keys: Vec<String> = group_by.iter().enumerate().map(|(i, d)| format!("{} AS k{i}", d.sql())).collect();
+    let select_keys = if keys.is_empty() { String::new() } else { format!(", {}", keys.join(", ")) };
+    let group = (0..group_by.len()).map(|i| format!(", k{i}")).collect::<String>();
+    let sql = format!(
+        "SELECT c.metric{select_keys}, \
+           sum(CASE WHEN c.outcome = 'HIT' THEN 1 ELSE 0 END) AS hit, \
+           sum(CASE WHEN c.outcome = 'MISSED' THEN 1 ELSE 0 END) AS missed \
+         FROM request_clocks c JOIN requests r USING (request_id) \
+         WHERE c.outcome IN ('HIT', 'MISSED') AND c.due_at >= $1 AND c.due_at < $2 AND r.state <> 'MERGED' \
+           AND $3::text IS NOT NULL \
+         GROUP BY c.metric{group} ORDER BY c.metric{group}"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(from).bind(to).bind(time_zone).fetch_all(conn).await?;
+    rows.iter()
+        .map(|r| {
+            let mut keys = Vec::with_capacity(group_by.len());
+            for (i, d) in group_by.iter().enumerate() {
+                keys.push((d.key().to_string(), r.try_get::<String, _>(format!("k{i}").as_str())?));
+            }
+            Ok(ComplianceRow {
+                metric: r.try_get("metric")?,
+                keys,
+                hit: r.try_get("hit")?,
+                missed: r.try_get("missed")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}

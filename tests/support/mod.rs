@@ -27,7 +27,11 @@ pub struct Stack {
 impl Stack {
     /// Starts kefu (dev authentication unless `env` says otherwise).
     pub async fn start(env: &[(&str, String)]) -> Result<Stack> {
-        let db = kefu_testkit::fresh_database().await?;
+        Stack::on(kefu_testkit::fresh_database().await?, env)
+    }
+
+    /// Starts kefu on an existing database (dev authentication unless `env` says otherwise).
+    pub fn on(db: TestDatabase, env: &[(&str, String)]) -> Result<Stack> {
         let topic = kefu_testkit::unique_topic("e2e");
         let mut all = base_env(&db, &topic)?;
         for (k, v) in env {

@@ -12,6 +12,7 @@
 //! | `kefu project` | the projectors |
 //! | `kefu scheduler` | the SLA scheduler (records warnings and breaches; any number may run) |
 //! | `kefu migrate` | apply database migrations and exit |
+//! | `kefu import complaints` | load another system's complaint export (CSV) as events |
 //! | `kefu projections status\|rebuild\|prune` | inspect and rebuild read models |
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -24,6 +25,7 @@ use kefu_projections::runner::{ProjectionRunner, RunnerOptions};
 use sqlx::PgPool;
 use tokio::sync::watch;
 
+pub mod import;
 pub mod settings;
 
 use settings::{DatabaseArgs, HttpArgs, KafkaArgs, RelayArgs};
@@ -114,6 +116,21 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Import history from another system.
+    Import {
+        #[command(subcommand)]
+        command: import::ImportCommand,
+    },
+}
+
+/// An error that ends the process with a particular exit status.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ExitWith {
+    /// The exit status.
+    pub code: u8,
+    /// What to say.
+    pub message: String,
 }
 
 /// `kefu projections …`
@@ -300,6 +317,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run { db, kafka, relay, http } => run_all(db, kafka, relay, http).await,
         Command::Projections { command } => projections_command(command).await,
+        Command::Import { command } => import::run(command).await,
     }
 }
 

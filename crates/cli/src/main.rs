@@ -8,6 +8,11 @@ async fn main() -> std::process::ExitCode {
     kefu_cli::init_logging(cli.log_format);
     match kefu_cli::execute(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<kefu_cli::ExitWith>().is_some() => {
+            let code = e.downcast_ref::<kefu_cli::ExitWith>().map(|x| x.code).unwrap_or(1);
+            eprintln!("kefu: {e:#}");
+            std::process::ExitCode::from(code)
+        }
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "kefu stopped");
             eprintln!("kefu: {e:#}");

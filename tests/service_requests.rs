@@ -501,14 +501,14 @@ async fn duplicates_merge_escalations_group_under_an_incident_and_the_backlog_co
             anyhow::Ok(ids)
         }
     };
-    assert_eq!(only(json!({"incidentId": incident})).await?, [survivor.clone()]);
-    assert_eq!(only(json!({"requestTypes": ["INQUIRY"]})).await?, [inquiry.clone()]);
-    assert_eq!(only(json!({"channels": ["WECHAT"]})).await?, [inquiry.clone()]);
-    assert_eq!(only(json!({"department": "网络维护部"})).await?, [survivor.clone()]);
-    assert_eq!(only(json!({"minEscalationLevel": 1})).await?, [survivor.clone()]);
+    assert_eq!(only(json!({"incidentId": incident})).await?, [survivor.as_str()]);
+    assert_eq!(only(json!({"requestTypes": ["INQUIRY"]})).await?, [inquiry.as_str()]);
+    assert_eq!(only(json!({"channels": ["WECHAT"]})).await?, [inquiry.as_str()]);
+    assert_eq!(only(json!({"department": "网络维护部"})).await?, [survivor.as_str()]);
+    assert_eq!(only(json!({"minEscalationLevel": 1})).await?, [survivor.as_str()]);
     assert_eq!(only(json!({"customerId": b})).await?, Vec::<String>::new(), "b's requests were merged or withdrawn");
     assert_eq!(only(json!({"states": ["MERGED"]})).await?.len(), 2);
-    assert_eq!(only(json!({"category": "宽带"})).await?, [survivor.clone()], "a category prefix");
+    assert_eq!(only(json!({"category": "宽带"})).await?, [survivor.as_str()], "a category prefix");
 
     // Bad filter values are named.
     let bad =
@@ -617,7 +617,7 @@ async fn policies_and_calendars_set_the_deadlines_and_the_scheduler_breaches_and
     let breaches: Vec<_> = again
         .iter()
         .filter(|e| e["eventType"] == "SlaBreached")
-        .map(|e| (e["summary"].as_str().unwrap().to_string()))
+        .map(|e| e["summary"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(breaches.iter().filter(|s| s.contains("FIRST_RESPONSE")).count(), 1, "{breaches:?}");
     let v = desk.view(&urgent, 0).await?;

@@ -13,7 +13,9 @@
 //! - `append`: concurrent writers register customers and log contacts through the command
 //!   service (load, decide, append with expected version, journal) — commands/s and latency;
 //! - `relay`: the relay publishes the whole log to Kafka — events/s;
-//! - `project`: the customer 360 projector consumes the whole log — events/s.
+//! - `project`: the customer 360 projector consumes the whole log — events/s;
+//! - `import`: `kefu import complaints` logic on the CFPB sample (on its own fresh database),
+//!   then again (the idempotent re-run) — rows/s and events/s.
 
 #![allow(clippy::print_stdout)]
 
@@ -56,6 +58,12 @@ struct Args {
     /// Kafka partitions.
     #[arg(long, default_value_t = 6)]
     partitions: i32,
+    /// The CSV for the import scenario (skipped when the file is absent).
+    #[arg(long, default_value = "../shared/data/cfpb-complaints-2023-sample.csv")]
+    import_file: std::path::PathBuf,
+    /// Rows in flight during the import.
+    #[arg(long, default_value_t = 8)]
+    import_concurrency: usize,
 }
 
 fn actor() -> Actor {
@@ -166,5 +174,34 @@ async fn main() -> Result<()> {
     task.await??;
     anyhow::ensure!(ok, "the projector stopped at {through} of {head}");
     report("project", head as u64, "events", project_elapsed, serde_json::json!({"includes": "consumer group join"}));
+
+    import(&args).await
+}
+
+async fn import(args: &Args) -> Result<()> {
+    if !args.import_file.exists() {
+        println!("import   skipped: {} not found", args.import_file.display());
+        return Ok(());
+    }
+    let db = kefu_testkit::fresh_database().await?;
+    kefu_store::migrate::run(&db.pool).await?;
+    let service = CommandService::new(Arc::new(PgEventStore::new(db.pool.clone())));
+    let mapping = kefu_import::Mapping::cfpb();
+    let options = kefu_import::ImportOptions { actor: actor(), concurrency: args.import_concurrency, dry_run: false };
+    for scenario in ["import", "reimport"] {
+        let file = std::io::BufReader::new(std::fs::File::open(&args.import_file)?);
+        let started = Instant::now();
+        let r = kefu_import::import(&service, &mapping, file, &options, |_| {}).await?;
+        let elapsed = started.elapsed();
+        report(
+            scenario,
+            r.rows,
+            "rows",
+            elapsed,
+            serde_json::json!({"events": r.events, "events_per_second": r.events as f64 / elapsed.as_secs_f64(),
+                "imported": r.imported, "unchanged": r.unchanged, "rejected": r.rejected.len(),
+                "concurrency": args.import_concurrency}),
+        );
+    }
     Ok(())
 }

@@ -346,6 +346,13 @@ async fn run_all(db: DatabaseArgs, kafka: KafkaArgs, relay: RelayArgs, http: Htt
     let stop = Stop(rx);
     let mut tasks: Vec<(String, Task)> = Vec::new();
 
+    // Every read model exists (empty at first) before the gateway says it is ready, so the
+    // first queries find them rather than UNAVAILABLE.
+    for p in kefu_projections::all() {
+        kefu_projections::registry::ensure_active(&pool, &*p, &bus.topic)
+            .await
+            .with_context(|| format!("cannot prepare the {} read model", p.name()))?;
+    }
     let relay = Relay::new(kefu_store::PgEventStore::new(pool.clone()), bus.clone(), relay_options(&relay))?;
     let until = stop.wait();
     tasks.push(("relay".into(), tokio::spawn(async move { relay.run(until).await.map_err(Into::into) })));

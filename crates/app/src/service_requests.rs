@@ -48,6 +48,8 @@ pub struct RequestDraft {
     pub external_ref: Option<Label>,
     /// Tags.
     pub tags: Vec<Label>,
+    /// Opened by kefu as a survey follow-up.
+    pub origin: Option<kefu_domain::service_request::RequestOrigin>,
 }
 
 fn events_of<A: Aggregate>(events: &[A::Event], command_id: Uuid, offset: usize) -> Result<Vec<NewEvent>, AppError> {
@@ -142,6 +144,7 @@ impl CommandService {
             on_site_required: draft.on_site_required,
             external_ref: draft.external_ref,
             tags: draft.tags,
+            origin: draft.origin,
             at,
             terms,
             calendar,
@@ -367,6 +370,7 @@ mod tests {
             on_site_required: false,
             external_ref: None,
             tags: vec![],
+            origin: None,
         }
     }
 

@@ -8,7 +8,10 @@
 //! Layout:
 //! - [`aggregate`]: the `Aggregate` / `DomainEvent` traits and the `event_family!` macro;
 //! - [`values`], [`vocab`], [`patch`]: value objects, vocabularies, three-way updates;
-//! - one module per aggregate: [`customer`], [`interaction`];
+//! - one module per aggregate: [`customer`], [`interaction`], [`service_request`] with
+//!   [`service_config`] and [`business_calendar`] (SLA arithmetic in [`sla`]),
+//!   [`survey_template`], [`survey`], [`satisfaction_config`], [`satisfaction_monitor`];
+//! - [`satisfaction`]: the satisfaction index arithmetic;
 //! - [`testing`]: given/when/then for aggregate tests.
 
 pub mod aggregate;
@@ -17,9 +20,14 @@ pub mod customer;
 mod error;
 pub mod interaction;
 pub mod patch;
+pub mod satisfaction;
+pub mod satisfaction_config;
+pub mod satisfaction_monitor;
 pub mod service_config;
 pub mod service_request;
 pub mod sla;
+pub mod survey;
+pub mod survey_template;
 pub mod testing;
 pub mod values;
 pub mod vocab;
@@ -49,6 +57,19 @@ pub fn all_event_types() -> Vec<(&'static str, &'static [&'static str])> {
         (
             <business_calendar::BusinessCalendarState as Aggregate>::STREAM_TYPE,
             <business_calendar::BusinessCalendarEvent as DomainEvent>::EVENT_TYPES,
+        ),
+        (
+            <survey_template::SurveyTemplate as Aggregate>::STREAM_TYPE,
+            <survey_template::SurveyTemplateEvent as DomainEvent>::EVENT_TYPES,
+        ),
+        (<survey::Survey as Aggregate>::STREAM_TYPE, <survey::SurveyEvent as DomainEvent>::EVENT_TYPES),
+        (
+            <satisfaction_config::SatisfactionConfiguration as Aggregate>::STREAM_TYPE,
+            <satisfaction_config::SatisfactionConfigEvent as DomainEvent>::EVENT_TYPES,
+        ),
+        (
+            <satisfaction_monitor::SatisfactionMonitor as Aggregate>::STREAM_TYPE,
+            <satisfaction_monitor::SatisfactionMonitorEvent as DomainEvent>::EVENT_TYPES,
         ),
     ]
 }
@@ -84,5 +105,9 @@ pub fn example_events() -> Vec<ExampleEvent> {
     all.extend(collect::<service_request::ServiceRequest>(service_request::examples::all_events()));
     all.extend(collect::<service_config::ServiceConfiguration>(service_config::examples::all_events()));
     all.extend(collect::<business_calendar::BusinessCalendarState>(business_calendar::examples::all_events()));
+    all.extend(collect::<survey_template::SurveyTemplate>(survey_template::examples::all_events()));
+    all.extend(collect::<survey::Survey>(survey::examples::all_events()));
+    all.extend(collect::<satisfaction_config::SatisfactionConfiguration>(satisfaction_config::examples::all_events()));
+    all.extend(collect::<satisfaction_monitor::SatisfactionMonitor>(satisfaction_monitor::examples::all_events()));
     all
 }

@@ -80,6 +80,18 @@ pub struct Compensation {
 // ---------------------------------------------------------------------------------------------
 // Commands
 
+/// Where a request came from when kefu opened it itself: the follow-up of a dissatisfied
+/// survey answer (the closed loop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestOrigin {
+    /// The survey whose answer opened it.
+    pub survey_id: Uuid,
+    /// The request that survey was about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<Uuid>,
+}
+
 /// File a request. The handler chooses the SLA terms (from the service configuration) and
 /// supplies the business calendar they name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +125,8 @@ pub struct OpenServiceRequest {
     pub external_ref: Option<Label>,
     /// Free tags.
     pub tags: Vec<Label>,
+    /// Opened by kefu as the follow-up of a survey answer.
+    pub origin: Option<RequestOrigin>,
     /// When it was filed (business time).
     pub at: DateTime<Utc>,
     /// The SLA terms that apply.
@@ -357,6 +371,9 @@ pub struct RequestFiled {
     /// Tags.
     #[serde(default)]
     pub tags: Vec<Label>,
+    /// Opened by kefu as the follow-up of a survey answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<RequestOrigin>,
     /// When it was filed.
     pub filed_at: DateTime<Utc>,
     /// The SLA terms that apply.
@@ -1328,6 +1345,7 @@ impl ServiceRequest {
                 on_site_required: c.on_site_required,
                 external_ref: c.external_ref.clone(),
                 tags: c.tags.clone(),
+                origin: c.origin,
                 filed_at: c.at,
                 sla: c.terms.clone(),
                 deadlines,
@@ -1468,6 +1486,10 @@ pub mod examples {
             on_site_required: true,
             external_ref: Some(label("CFPB-7523056")),
             tags: vec![label("older_american")],
+            origin: Some(RequestOrigin {
+                survey_id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0008_0001),
+                request_id: Some(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0008_0002)),
+            }),
             at: t("2024-09-02T09:00:00Z"),
             terms,
             calendar: None,

@@ -271,6 +271,93 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// How a survey question is answered.
+    pub enum QuestionKind: "QUESTION_KIND" {
+        /// 1–5: 非常不满意, 不满意, 一般, 比较满意, 非常满意.
+        Likert5 = "LIKERT_5",
+        /// 0–10 likelihood to recommend (NPS).
+        Nps0To10 = "NPS_0_10",
+        /// 1–7 customer effort: 1 very hard … 7 very easy (CES).
+        Ces1To7 = "CES_1_7",
+        /// Yes or no.
+        YesNo = "YES_NO",
+        /// Free text.
+        FreeText = "FREE_TEXT",
+    }
+}
+
+wire_enum! {
+    /// Who answers a survey: customers, or departments evaluating the departments that serve
+    /// them (内部客户). Their indices are never mixed.
+    pub enum SurveyAudience: "SURVEY_AUDIENCE" {
+        /// Outside customers.
+        External = "EXTERNAL",
+        /// Internal departments.
+        Internal = "INTERNAL",
+    }
+}
+
+wire_enum! {
+    /// What a second complete response to the same survey does.
+    pub enum ResubmissionRule: "RESUBMISSION_RULE" {
+        /// It is refused.
+        Reject = "REJECT",
+        /// It replaces the first (which then no longer counts).
+        Supersede = "SUPERSEDE",
+    }
+}
+
+wire_enum! {
+    /// Why a survey was sent.
+    pub enum SurveyTrigger: "SURVEY_TRIGGER" {
+        /// Its request was resolved (服务完成后).
+        OnResolved = "ON_RESOLVED",
+        /// Its request was closed.
+        OnClosed = "ON_CLOSED",
+        /// A campaign to a customer segment (periodic survey).
+        Campaign = "CAMPAIGN",
+        /// Sent by hand.
+        Manual = "MANUAL",
+    }
+}
+
+wire_enum! {
+    /// How a dissatisfied answer is followed up.
+    pub enum FollowUpKind: "FOLLOW_UP_KIND" {
+        /// A return-visit task for the agent and department of the original request.
+        ReturnVisitTask = "RETURN_VISIT_TASK",
+        /// A new service request linked to the original and the survey.
+        ServiceRequest = "SERVICE_REQUEST",
+    }
+}
+
+wire_enum! {
+    /// A satisfaction index (exact definitions in docs/satisfaction.md).
+    pub enum SatisfactionIndexKind: "SATISFACTION_INDEX_KIND" {
+        /// Share of 4–5 answers to the overall-satisfaction questions, in percent.
+        Csat = "CSAT",
+        /// Share of 4–5 among all 1–5 perception answers, in percent.
+        TopTwoBox = "TOP_TWO_BOX",
+        /// Promoters minus detractors, −100 to 100.
+        Nps = "NPS",
+        /// Mean effort score, 1–7.
+        Ces = "CES",
+        /// The indicator tree's weighted index, 0–100.
+        Composite = "COMPOSITE",
+    }
+}
+
+wire_enum! {
+    /// A reporting period.
+    pub enum ReviewPeriod: "REVIEW_PERIOD" {
+        /// An ISO week.
+        Week = "WEEK",
+        /// A calendar month.
+        Month = "MONTH",
+    }
+}
+
 /// Every vocabulary's protobuf enum name and wire values, for the contract check against
 /// `proto/`. A vocabulary that appears in an event must be listed here.
 pub fn all_vocabularies() -> Vec<(&'static str, Vec<&'static str>)> {
@@ -300,5 +387,12 @@ pub fn all_vocabularies() -> Vec<(&'static str, Vec<&'static str>)> {
         ClockKind,
         CloseReason,
         CompensationKind,
+        QuestionKind,
+        SurveyAudience,
+        ResubmissionRule,
+        SurveyTrigger,
+        FollowUpKind,
+        SatisfactionIndexKind,
+        ReviewPeriod,
     )
 }

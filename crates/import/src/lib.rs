@@ -344,6 +344,7 @@ async fn import_row(
         on_site_required: false,
         external_ref: Some(r.external_ref.clone()),
         tags,
+        origin: None,
     };
     events += service.open_request(draft, meta("open", r.received_at)).await?.recorded();
 

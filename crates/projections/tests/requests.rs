@@ -153,6 +153,7 @@ async fn open(service: &CommandService, d: Draft<'_>, when: &str) -> anyhow::Res
         on_site_required: false,
         external_ref: None,
         tags: vec![],
+        origin: None,
     };
     service.open_request(draft, at(when)).await?;
     Ok(id)

@@ -161,6 +161,7 @@ async fn two_schedulers_and_a_restart_record_each_warning_and_breach_once() -> a
             on_site_required: false,
             external_ref: None,
             tags: vec![],
+            origin: None,
         };
         service.open_request(draft, meta).await?;
         if i % 2 == 0 { late.push(request_id) } else { soon.push(request_id) }

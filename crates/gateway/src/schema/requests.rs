@@ -1307,6 +1307,7 @@ impl RequestMutation {
             on_site_required: input.on_site_required,
             external_ref: external_ref.ok_or_else(lost)?,
             tags,
+            origin: None,
         };
         let command_id = meta.command_id.unwrap_or_default();
         let outcome =

@@ -176,7 +176,18 @@ impl CommandService {
 
     /// Loads and folds a stream: the state, its version and the position of its last event.
     pub async fn load<A: Aggregate>(&self, stream_id: Uuid) -> Result<(A, i64, Option<i64>), AppError> {
-        let events = self.store.load(stream_id).await?;
+        self.load_as_of::<A>(stream_id, i64::MAX).await
+    }
+
+    /// Loads and folds a stream as it was once the global log reached `position`: only its
+    /// events at or before that position count.
+    pub async fn load_as_of<A: Aggregate>(
+        &self,
+        stream_id: Uuid,
+        position: i64,
+    ) -> Result<(A, i64, Option<i64>), AppError> {
+        let mut events = self.store.load(stream_id).await?;
+        events.retain(|e| e.global_position <= position);
         let mut state = A::default();
         let mut version = 0;
         let mut position = None;

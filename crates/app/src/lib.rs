@@ -12,6 +12,7 @@ pub mod envelope;
 pub mod memory;
 pub mod service_requests;
 pub mod store;
+pub mod surveys;
 
 pub use commands::{AppError, CommandMeta, CommandService};
 pub use envelope::{Actor, ActorKind, RecordedEvent};

@@ -16,7 +16,8 @@
 //!   writes), its lag, and its dead letters;
 //! - read models: [`customer360`] (the customer 360 view), [`service_requests`] (the
 //!   complaint backlog, request pages, SLA clocks and compliance), [`request_audit`] (every
-//!   request's audit trail).
+//!   request's audit trail), [`satisfaction`] (surveys, answers, follow-ups, alerts and the
+//!   satisfaction indices).
 
 use futures::future::BoxFuture;
 use kefu_app::{RecordedEvent, StoreError};
@@ -28,6 +29,7 @@ pub mod progress;
 pub mod registry;
 pub mod request_audit;
 pub mod runner;
+pub mod satisfaction;
 pub mod service_requests;
 pub mod verify;
 
@@ -101,6 +103,7 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(customer360::Customer360),
         std::sync::Arc::new(service_requests::ServiceRequests),
         std::sync::Arc::new(request_audit::RequestAudit),
+        std::sync::Arc::new(satisfaction::Satisfaction),
     ]
 }
 

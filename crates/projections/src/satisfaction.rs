@@ -1,0 +1,1121 @@
+//! Satisfaction as people read it: surveys and their answers, templates with their indicator
+//! leaves, follow-ups, alerts — and the indices over any grouping (department, agent,
+//! channel, request type and category, customer tier and segment, template, day/week/month).
+//!
+//! Rows keep the raw answers of the response that counts (a superseding response replaces
+//! them), so indices are computed at query time: SQL counts how often each value was given
+//! to each question per group, and [`kefu_domain::satisfaction::indices`] does the arithmetic
+//! (one definition for every caller, tested against hand-computed figures).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use kefu_app::RecordedEvent;
+use kefu_domain::{
+    satisfaction::{Indices, ItemStats, indices},
+    satisfaction_monitor::SatisfactionMonitorEvent,
+    survey::SurveyEvent,
+    survey_template::SurveyTemplateEvent,
+    vocab::QuestionKind,
+};
+use serde_json::Value;
+use sqlx::{PgConnection, Row, types::Json};
+use uuid::Uuid;
+
+use crate::{Projection, ProjectionError};
+
+/// The projection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Satisfaction;
+
+/// Its name.
+pub const NAME: &str = "satisfaction";
+
+const SCHEMA: &str = r#"
+CREATE TABLE templates (
+    template_id  uuid        NOT NULL,
+    version      integer     NOT NULL,
+    name         text        NOT NULL,
+    audience     text        NOT NULL,
+    published    boolean     NOT NULL DEFAULT false,
+    content      jsonb       NOT NULL,
+    defined_at   timestamptz NOT NULL,
+    PRIMARY KEY (template_id, version)
+);
+
+CREATE TABLE template_items (
+    template_id    uuid             NOT NULL,
+    version        integer          NOT NULL,
+    question       text             NOT NULL,
+    position       integer          NOT NULL,
+    kind           text             NOT NULL,
+    dimension      text,
+    expectation    boolean          NOT NULL,
+    leaf_weight    double precision,
+    indicator      text,
+    indicator_path text,
+    department     text,
+    PRIMARY KEY (template_id, version, question)
+);
+
+CREATE TABLE surveys (
+    survey_id            uuid        PRIMARY KEY,
+    template_id          uuid        NOT NULL,
+    template_version     integer     NOT NULL,
+    audience             text        NOT NULL,
+    customer_id          uuid        NOT NULL,
+    request_id           uuid,
+    request_type         text,
+    category             text,
+    request_channel      text,
+    agent_id             text,
+    agent_name           text,
+    department           text,
+    customer_tier        text,
+    customer_segment     text,
+    trigger              text        NOT NULL,
+    campaign             text,
+    policy_id            uuid,
+    channel              text        NOT NULL,
+    sent_at              timestamptz NOT NULL,
+    expires_at           timestamptz NOT NULL,
+    reminders            jsonb       NOT NULL,
+    reminders_sent       integer     NOT NULL DEFAULT 0,
+    next_reminder_at     timestamptz,
+    state                text        NOT NULL,
+    responded_at         timestamptz,
+    complete             boolean     NOT NULL DEFAULT false,
+    response_count       integer     NOT NULL DEFAULT 0,
+    response_channel     text,
+    expired_at           timestamptz,
+    follow_up            jsonb,
+    follow_up_state      text        NOT NULL DEFAULT 'NONE',
+    follow_up_due_at     timestamptz,
+    follow_up_department text,
+    follow_up_assignee   text,
+    follow_up_request_id uuid,
+    follow_up_done       jsonb,
+    version              bigint      NOT NULL,
+    last_position        bigint      NOT NULL
+);
+CREATE INDEX surveys_responded ON surveys (audience, responded_at);
+CREATE INDEX surveys_sent ON surveys (audience, sent_at);
+CREATE INDEX surveys_by_customer ON surveys (customer_id, sent_at DESC);
+CREATE INDEX surveys_by_request ON surveys (request_id);
+CREATE INDEX surveys_open ON surveys (expires_at, next_reminder_at) WHERE state IN ('SENT', 'PARTIAL');
+CREATE INDEX surveys_follow_ups ON surveys (follow_up_state, follow_up_due_at) WHERE follow_up_state <> 'NONE';
+
+CREATE TABLE answers (
+    survey_id  uuid    NOT NULL,
+    question   text    NOT NULL,
+    value      integer,
+    text       text,
+    PRIMARY KEY (survey_id, question)
+);
+
+CREATE TABLE reviews (
+    rule_id    uuid        NOT NULL,
+    label      text        NOT NULL,
+    starts_at  timestamptz NOT NULL,
+    ends_at    timestamptz NOT NULL,
+    groups     integer     NOT NULL,
+    alerts     integer     NOT NULL,
+    at         timestamptz NOT NULL,
+    PRIMARY KEY (rule_id, label)
+);
+
+CREATE TABLE alerts (
+    rule_id             uuid        NOT NULL,
+    label               text        NOT NULL,
+    department          text        NOT NULL,
+    index_kind          text        NOT NULL,
+    period              text        NOT NULL,
+    previous_hundredths bigint      NOT NULL,
+    current_hundredths  bigint      NOT NULL,
+    previous_responses  integer     NOT NULL,
+    current_responses   integer     NOT NULL,
+    raised_at           timestamptz NOT NULL,
+    PRIMARY KEY (rule_id, label, department)
+);
+"#;
+
+const TABLES: &[&str] = &["templates", "template_items", "surveys", "answers", "reviews", "alerts"];
+
+impl Projection for Satisfaction {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn schema(&self) -> &'static str {
+        SCHEMA
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        TABLES
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            match event.stream_type.as_str() {
+                "survey_template" => apply_template(conn, event, &event.decode()?).await,
+                "survey" => apply_survey(conn, event, &event.decode()?).await,
+                "satisfaction_monitor" => apply_monitor(conn, &event.decode()?).await,
+                _ => Ok(()),
+            }
+        })
+    }
+}
+
+async fn apply_template(
+    conn: &mut PgConnection,
+    e: &RecordedEvent,
+    event: &SurveyTemplateEvent,
+) -> Result<(), ProjectionError> {
+    match event {
+        SurveyTemplateEvent::SurveyTemplateDefined(d) => {
+            let leaves = d.content.leaves().map_err(|err| ProjectionError::Poison(err.to_string()))?;
+            sqlx::query(
+                "INSERT INTO templates (template_id, version, name, audience, content, defined_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (template_id, version) DO UPDATE SET name = EXCLUDED.name, audience = EXCLUDED.audience, \
+                   content = EXCLUDED.content, defined_at = EXCLUDED.defined_at",
+            )
+            .bind(d.template_id)
+            .bind(d.version as i32)
+            .bind(d.content.name.as_str())
+            .bind(d.content.audience.as_str())
+            .bind(Json(&d.content))
+            .bind(e.occurred_at)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("DELETE FROM template_items WHERE template_id = $1 AND version = $2")
+                .bind(d.template_id)
+                .bind(d.version as i32)
+                .execute(&mut *conn)
+                .await?;
+            for (i, q) in d.content.questions.iter().enumerate() {
+                let leaf = leaves.iter().find(|l| l.question == q.code);
+                sqlx::query(
+                    "INSERT INTO template_items (template_id, version, question, position, kind, dimension, expectation, \
+                       leaf_weight, indicator, indicator_path, department) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(d.template_id)
+                .bind(d.version as i32)
+                .bind(q.code.as_str())
+                .bind(i as i32)
+                .bind(q.kind.as_str())
+                .bind(q.dimension.as_ref().map(|x| x.as_str()))
+                .bind(q.expectation_of.is_some())
+                .bind(leaf.map(|l| l.weight))
+                .bind(leaf.map(|l| l.indicator.as_str()))
+                .bind(leaf.map(|l| l.path.as_str()))
+                .bind(leaf.map(|l| l.department.as_str()))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        SurveyTemplateEvent::SurveyTemplatePublished(p) => {
+            sqlx::query("UPDATE templates SET published = true WHERE template_id = $1 AND version = $2")
+                .bind(p.template_id)
+                .bind(p.version as i32)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_survey(conn: &mut PgConnection, e: &RecordedEvent, event: &SurveyEvent) -> Result<(), ProjectionError> {
+    let id = e.stream_id;
+    let touch = |sql: &'static str| sqlx::query(sql).bind(id).bind(e.stream_version).bind(e.global_position);
+    match event {
+        SurveyEvent::SurveySent(s) => {
+            let c = &s.context;
+            sqlx::query(
+                "INSERT INTO surveys (survey_id, template_id, template_version, audience, customer_id, request_id, \
+                   request_type, category, request_channel, agent_id, agent_name, department, customer_tier, \
+                   customer_segment, trigger, campaign, policy_id, channel, sent_at, expires_at, reminders, \
+                   next_reminder_at, state, version, last_position) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+                   $21, $22, 'SENT', $23, $24)",
+            )
+            .bind(id)
+            .bind(s.template_id)
+            .bind(s.template_version as i32)
+            .bind(s.audience.as_str())
+            .bind(s.customer_id)
+            .bind(c.request_id)
+            .bind(c.request_type.map(|x| x.as_str()))
+            .bind(c.category.as_ref().map(|x| x.as_str()))
+            .bind(c.request_channel.map(|x| x.as_str()))
+            .bind(c.agent.as_ref().map(|a| a.id.as_str()))
+            .bind(c.agent.as_ref().and_then(|a| a.name.as_ref()).map(|n| n.as_str()))
+            .bind(c.department.as_ref().map(|x| x.as_str()))
+            .bind(c.customer_tier.map(|x| x.as_str()))
+            .bind(c.customer_segment.map(|x| x.as_str()))
+            .bind(s.trigger.as_str())
+            .bind(s.campaign.as_ref().map(|x| x.as_str()))
+            .bind(s.policy_id)
+            .bind(s.channel.as_str())
+            .bind(s.sent_at)
+            .bind(s.expires_at)
+            .bind(Json(&s.reminders))
+            .bind(s.reminders.first())
+            .bind(e.stream_version)
+            .bind(e.global_position)
+            .execute(&mut *conn)
+            .await?;
+        }
+        SurveyEvent::SurveyReminderSent(r) => {
+            touch(
+                "UPDATE surveys SET reminders_sent = $4, \
+                   next_reminder_at = (reminders ->> $4)::timestamptz, version = $2, last_position = $3 \
+                 WHERE survey_id = $1",
+            )
+            .bind(r.number as i32)
+            .execute(&mut *conn)
+            .await?;
+        }
+        SurveyEvent::SurveyResponseRecorded(r) => {
+            sqlx::query("DELETE FROM answers WHERE survey_id = $1").bind(id).execute(&mut *conn).await?;
+            for a in &r.answers {
+                sqlx::query("INSERT INTO answers (survey_id, question, value, text) VALUES ($1, $2, $3, $4)")
+                    .bind(id)
+                    .bind(a.question.as_str())
+                    .bind(a.value)
+                    .bind(a.text.as_ref().map(|t| t.as_str()))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            touch(
+                "UPDATE surveys SET state = CASE WHEN $4 THEN 'COMPLETED' ELSE 'PARTIAL' END, responded_at = $5, \
+                   complete = $4, response_count = response_count + 1, response_channel = $6, \
+                   next_reminder_at = CASE WHEN $4 THEN NULL ELSE next_reminder_at END, \
+                   version = $2, last_position = $3 \
+                 WHERE survey_id = $1",
+            )
+            .bind(r.complete)
+            .bind(r.at)
+            .bind(r.channel.map(|c| c.as_str()))
+            .execute(&mut *conn)
+            .await?;
+        }
+        SurveyEvent::SurveyExpired(x) => {
+            touch(
+                "UPDATE surveys SET state = CASE WHEN state = 'PARTIAL' THEN 'PARTIAL' ELSE 'EXPIRED' END, \
+                   expired_at = $4, next_reminder_at = NULL, version = $2, last_position = $3 \
+                 WHERE survey_id = $1",
+            )
+            .bind(x.at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        SurveyEvent::SurveyFollowUpOpened(f) => {
+            touch(
+                "UPDATE surveys SET follow_up = $4, follow_up_state = 'OPEN', follow_up_due_at = $5, \
+                   follow_up_department = $6, follow_up_assignee = $7, follow_up_request_id = $8, \
+                   version = $2, last_position = $3 \
+                 WHERE survey_id = $1",
+            )
+            .bind(Json(f))
+            .bind(f.due_at)
+            .bind(f.department.as_ref().map(|d| d.as_str()))
+            .bind(f.assignee.as_ref().map(|a| a.id.as_str()))
+            .bind(f.request_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        SurveyEvent::SurveyFollowUpCompleted(d) => {
+            touch(
+                "UPDATE surveys SET follow_up_done = $4, follow_up_state = 'DONE', version = $2, last_position = $3 \
+                 WHERE survey_id = $1",
+            )
+            .bind(Json(d))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_monitor(conn: &mut PgConnection, event: &SatisfactionMonitorEvent) -> Result<(), ProjectionError> {
+    match event {
+        SatisfactionMonitorEvent::SatisfactionPeriodReviewed(r) => {
+            sqlx::query(
+                "INSERT INTO reviews (rule_id, label, starts_at, ends_at, groups, alerts, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(r.rule_id)
+            .bind(r.label.as_str())
+            .bind(r.starts_at)
+            .bind(r.ends_at)
+            .bind(r.groups as i32)
+            .bind(r.alerts as i32)
+            .bind(r.at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        SatisfactionMonitorEvent::SatisfactionAlertRaised(a) => {
+            sqlx::query(
+                "INSERT INTO alerts (rule_id, label, department, index_kind, period, previous_hundredths, \
+                   current_hundredths, previous_responses, current_responses, raised_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+            )
+            .bind(a.rule_id)
+            .bind(a.label.as_str())
+            .bind(a.drop.department.as_ref().map(|d| d.as_str()).unwrap_or(""))
+            .bind(a.index.as_str())
+            .bind(a.period.as_str())
+            .bind(a.drop.previous_hundredths)
+            .bind(a.drop.current_hundredths)
+            .bind(a.drop.previous_responses as i32)
+            .bind(a.drop.current_responses as i32)
+            .bind(a.at)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Indices
+
+/// Which responses an index covers. Every given field must match (lists: any of).
+#[derive(Debug, Clone, Default)]
+pub struct IndexFilter {
+    /// `EXTERNAL` (default) or `INTERNAL`; never mixed.
+    pub audience: String,
+    /// Responses (or, for the response rate, surveys sent) at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// … and before.
+    pub to: Option<DateTime<Utc>>,
+    /// Departments evaluated.
+    pub departments: Vec<String>,
+    /// Agents.
+    pub agents: Vec<String>,
+    /// Channels the requests came in through.
+    pub channels: Vec<String>,
+    /// Request types.
+    pub request_types: Vec<String>,
+    /// Category prefix, case-insensitive.
+    pub category_prefix: Option<String>,
+    /// Customer tiers.
+    pub customer_tiers: Vec<String>,
+    /// Customer segments.
+    pub customer_segments: Vec<String>,
+    /// One template.
+    pub template_id: Option<Uuid>,
+    /// One customer.
+    pub customer_id: Option<Uuid>,
+}
+
+/// What indices can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexDimension {
+    /// The department evaluated.
+    Department,
+    /// The agent who served.
+    Agent,
+    /// The channel the request came in through.
+    Channel,
+    /// The channel the survey was answered through (else sent through).
+    SurveyChannel,
+    /// Request type.
+    RequestType,
+    /// Category.
+    Category,
+    /// Customer value tier.
+    CustomerTier,
+    /// Customer lifecycle segment.
+    CustomerSegment,
+    /// Template.
+    Template,
+    /// Calendar day (of the response; of sending for the response rate).
+    Day,
+    /// ISO week.
+    Week,
+    /// Month.
+    Month,
+}
+
+impl IndexDimension {
+    /// Its name in results.
+    pub fn key(self) -> &'static str {
+        match self {
+            IndexDimension::Department => "department",
+            IndexDimension::Agent => "agent",
+            IndexDimension::Channel => "channel",
+            IndexDimension::SurveyChannel => "surveyChannel",
+            IndexDimension::RequestType => "requestType",
+            IndexDimension::Category => "category",
+            IndexDimension::CustomerTier => "customerTier",
+            IndexDimension::CustomerSegment => "customerSegment",
+            IndexDimension::Template => "template",
+            IndexDimension::Day => "day",
+            IndexDimension::Week => "week",
+            IndexDimension::Month => "month",
+        }
+    }
+
+    /// Whether it is a period.
+    pub fn is_period(self) -> bool {
+        matches!(self, IndexDimension::Day | IndexDimension::Week | IndexDimension::Month)
+    }
+
+    fn sql(self, time: &str) -> String {
+        match self {
+            IndexDimension::Department => "coalesce(s.department, '')".into(),
+            IndexDimension::Agent => "coalesce(s.agent_id, '')".into(),
+            IndexDimension::Channel => "coalesce(s.request_channel, '')".into(),
+            IndexDimension::SurveyChannel => "coalesce(s.response_channel, s.channel)".into(),
+            IndexDimension::RequestType => "coalesce(s.request_type, '')".into(),
+            IndexDimension::Category => "coalesce(s.category, '')".into(),
+            IndexDimension::CustomerTier => "coalesce(s.customer_tier, '')".into(),
+            IndexDimension::CustomerSegment => "coalesce(s.customer_segment, '')".into(),
+            IndexDimension::Template => "s.template_id::text".into(),
+            IndexDimension::Day => format!("to_char(date_trunc('day', {time} AT TIME ZONE $1), 'YYYY-MM-DD')"),
+            IndexDimension::Week => format!("to_char(date_trunc('week', {time} AT TIME ZONE $1), 'IYYY-\"W\"IW')"),
+            IndexDimension::Month => format!("to_char(date_trunc('month', {time} AT TIME ZONE $1), 'YYYY-MM')"),
+        }
+    }
+}
+
+/// One group's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexGroup {
+    /// The group's values, one per requested dimension, in order.
+    pub keys: Vec<(String, String)>,
+    /// The indices of its responses.
+    pub indices: Indices,
+    /// Surveys sent in the range (by sending time).
+    pub surveys_sent: i64,
+    /// Of which answered (partially or completely).
+    pub surveys_answered: i64,
+}
+
+impl IndexGroup {
+    /// Answered / sent, in percent.
+    pub fn response_rate(&self) -> Option<f64> {
+        (self.surveys_sent > 0).then(|| self.surveys_answered as f64 * 100.0 / self.surveys_sent as f64)
+    }
+}
+
+struct Where {
+    text: String,
+    binds: Vec<Bind>,
+}
+
+enum Bind {
+    Text(String),
+    Texts(Vec<String>),
+    Time(DateTime<Utc>),
+    Uuid(Uuid),
+}
+
+fn where_clause(filter: &IndexFilter, time: &str) -> Where {
+    // $1 is the time zone.
+    let mut w = Where { text: String::new(), binds: Vec::new() };
+    let push = |w: &mut Where, cond: String, b: Bind| {
+        w.binds.push(b);
+        let n = w.binds.len() + 1;
+        w.text += &format!(" AND {}", cond.replace("{}", &format!("${n}")));
+    };
+    let audience = if filter.audience.is_empty() { "EXTERNAL".to_string() } else { filter.audience.clone() };
+    push(&mut w, "s.audience = {}".into(), Bind::Text(audience));
+    if let Some(from) = filter.from {
+        push(&mut w, format!("{time} >= {{}}"), Bind::Time(from));
+    }
+    if let Some(to) = filter.to {
+        push(&mut w, format!("{time} < {{}}"), Bind::Time(to));
+    }
+    for (column, values) in [
+        ("s.department", &filter.departments),
+        ("s.agent_id", &filter.agents),
+        ("s.request_channel", &filter.channels),
+        ("s.request_type", &filter.request_types),
+        ("s.customer_tier", &filter.customer_tiers),
+        ("s.customer_segment", &filter.customer_segments),
+    ] {
+        if !values.is_empty() {
+            push(&mut w, format!("{column} = ANY({{}})"), Bind::Texts(values.clone()));
+        }
+    }
+    if let Some(prefix) = &filter.category_prefix {
+        push(
+            &mut w,
+            "lower(s.category) LIKE {}".into(),
+            Bind::Text(format!("{}%", prefix.to_lowercase().replace('%', "\\%").replace('_', "\\_"))),
+        );
+    }
+    if let Some(t) = filter.template_id {
+        push(&mut w, "s.template_id = {}".into(), Bind::Uuid(t));
+    }
+    if let Some(c) = filter.customer_id {
+        push(&mut w, "s.customer_id = {}".into(), Bind::Uuid(c));
+    }
+    w
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for b in binds {
+        q = match b {
+            Bind::Text(v) => q.bind(v),
+            Bind::Texts(v) => q.bind(v),
+            Bind::Time(v) => q.bind(v),
+            Bind::Uuid(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+/// How a template version's questions count.
+#[derive(Debug, Clone)]
+struct ItemInfo {
+    kind: QuestionKind,
+    dimension: Option<String>,
+    expectation: bool,
+    leaf_weight: Option<f64>,
+}
+
+async fn item_infos(conn: &mut PgConnection) -> Result<HashMap<(Uuid, i32, String), ItemInfo>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT template_id, version, question, kind, dimension, expectation, leaf_weight FROM template_items",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = HashMap::new();
+    for r in rows {
+        let kind: String = r.try_get("kind")?;
+        let Ok(kind) = kind.parse::<QuestionKind>() else { continue };
+        out.insert(
+            (r.try_get("template_id")?, r.try_get("version")?, r.try_get("question")?),
+            ItemInfo {
+                kind,
+                dimension: r.try_get("dimension")?,
+                expectation: r.try_get("expectation")?,
+                leaf_weight: r.try_get("leaf_weight")?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// A group's values, one per dimension: (dimension, value).
+type GroupKey = Vec<(String, String)>;
+
+fn keys_of(row: &sqlx::postgres::PgRow, group_by: &[IndexDimension]) -> Result<Vec<(String, String)>, sqlx::Error> {
+    group_by
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Ok((d.key().to_string(), row.try_get(format!("k{i}").as_str())?)))
+        .collect()
+}
+
+/// Satisfaction indices per group. Period dimensions are calendar periods in `time_zone`
+/// (of the response; of sending for the response rate).
+pub async fn satisfaction_index(
+    conn: &mut PgConnection,
+    filter: &IndexFilter,
+    group_by: &[IndexDimension],
+    time_zone: &str,
+) -> Result<Vec<IndexGroup>, ProjectionError> {
+    let infos = item_infos(conn).await?;
+    let keys_sql = |time: &str| -> (String, String) {
+        let select: Vec<String> =
+            group_by.iter().enumerate().map(|(i, d)| format!("{} AS k{i}", d.sql(time))).collect();
+        let names: Vec<String> = (0..group_by.len()).map(|i| format!("k{i}")).collect();
+        (select.iter().map(|s| format!("{s}, ")).collect(), names.iter().map(|s| format!("{s}, ")).collect())
+    };
+
+    // How often each value was given to each question, per group.
+    let (select, names) = keys_sql("s.responded_at");
+    let w = where_clause(filter, "s.responded_at");
+    let rows = bind_all(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {select}s.template_id, s.template_version, a.question, a.value, count(*) AS n \
+             FROM answers a JOIN surveys s USING (survey_id) \
+             WHERE s.responded_at IS NOT NULL AND a.value IS NOT NULL AND $1::text IS NOT NULL{} \
+             GROUP BY {names}s.template_id, s.template_version, a.question, a.value",
+            w.text
+        )))
+        .bind(time_zone),
+        w.binds,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut items: BTreeMap<GroupKey, BTreeMap<(Uuid, i32, String), ItemStats>> = BTreeMap::new();
+    for r in &rows {
+        let keys = keys_of(r, group_by)?;
+        let template: Uuid = r.try_get("template_id")?;
+        let version: i32 = r.try_get("template_version")?;
+        let question: String = r.try_get("question")?;
+        let Some(info) = infos.get(&(template, version, question.clone())) else { continue };
+        let value: i32 = r.try_get("value")?;
+        let n: i64 = r.try_get("n")?;
+        let entry =
+            items.entry(keys).or_default().entry((template, version, question.clone())).or_insert_with(|| ItemStats {
+                template: (template, version as u32),
+                question,
+                kind: info.kind,
+                dimension: info.dimension.clone(),
+                expectation: info.expectation,
+                leaf_weight: info.leaf_weight,
+                counts: BTreeMap::new(),
+            });
+        *entry.counts.entry(value).or_default() += n as u64;
+    }
+
+    // Responses per template version, per group.
+    let w = where_clause(filter, "s.responded_at");
+    let rows = bind_all(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {select}s.template_id, s.template_version, count(*) AS n FROM surveys s \
+             WHERE s.responded_at IS NOT NULL AND $1::text IS NOT NULL{} \
+             GROUP BY {names}s.template_id, s.template_version",
+            w.text
+        )))
+        .bind(time_zone),
+        w.binds,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut responses: BTreeMap<GroupKey, BTreeMap<(Uuid, u32), u64>> = BTreeMap::new();
+    for r in &rows {
+        let template: Uuid = r.try_get("template_id")?;
+        let version: i32 = r.try_get("template_version")?;
+        let n: i64 = r.try_get("n")?;
+        responses.entry(keys_of(r, group_by)?).or_default().insert((template, version as u32), n as u64);
+    }
+
+    // Surveys sent and answered, by sending time.
+    let (select_sent, names_sent) = keys_sql("s.sent_at");
+    let w = where_clause(filter, "s.sent_at");
+    let rows = bind_all(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {select_sent}count(*) AS sent, count(*) FILTER (WHERE s.response_count > 0) AS answered \
+             FROM surveys s WHERE $1::text IS NOT NULL{}{}",
+            w.text,
+            if group_by.is_empty() {
+                String::new()
+            } else {
+                format!(" GROUP BY {}", names_sent.trim_end_matches(", "))
+            }
+        )))
+        .bind(time_zone),
+        w.binds,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut sent: BTreeMap<Vec<(String, String)>, (i64, i64)> = BTreeMap::new();
+    for r in &rows {
+        sent.insert(keys_of(r, group_by)?, (r.try_get("sent")?, r.try_get("answered")?));
+    }
+
+    let mut groups: Vec<Vec<(String, String)>> =
+        items.keys().chain(responses.keys()).chain(sent.keys()).cloned().collect();
+    groups.sort();
+    groups.dedup();
+    Ok(groups
+        .into_iter()
+        .map(|keys| {
+            let stats: Vec<ItemStats> = items.get(&keys).map(|m| m.values().cloned().collect()).unwrap_or_default();
+            let r = responses.get(&keys).cloned().unwrap_or_default();
+            let (surveys_sent, surveys_answered) = sent.get(&keys).copied().unwrap_or((0, 0));
+            IndexGroup { indices: indices(&stats, &r), keys, surveys_sent, surveys_answered }
+        })
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Surveys, follow-ups, reports
+
+/// A survey as people look at it.
+#[derive(Debug, Clone)]
+pub struct SurveyView {
+    /// Columns.
+    pub row: HashMap<&'static str, Value>,
+    /// Id.
+    pub survey_id: Uuid,
+    /// Template and version.
+    pub template: (Uuid, i32),
+    /// Who was asked.
+    pub customer_id: Uuid,
+    /// The request.
+    pub request_id: Option<Uuid>,
+    /// SENT, PARTIAL, COMPLETED or EXPIRED.
+    pub state: String,
+    /// When sent.
+    pub sent_at: DateTime<Utc>,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+    /// The latest response's time.
+    pub responded_at: Option<DateTime<Utc>>,
+    /// Responses recorded.
+    pub response_count: i32,
+    /// Reminders sent.
+    pub reminders_sent: i32,
+    /// The follow-up (the opening event's payload).
+    pub follow_up: Option<Value>,
+    /// Its completion.
+    pub follow_up_done: Option<Value>,
+    /// NONE, OPEN or DONE.
+    pub follow_up_state: String,
+    /// The answers that count, in question order: (question, value, text).
+    pub answers: Vec<(String, Option<i32>, Option<String>)>,
+    /// Version of the survey stream.
+    pub version: i64,
+}
+
+const SURVEY_COLUMNS: &[&str] = &[
+    "audience",
+    "request_type",
+    "category",
+    "request_channel",
+    "agent_id",
+    "agent_name",
+    "department",
+    "customer_tier",
+    "customer_segment",
+    "trigger",
+    "campaign",
+    "channel",
+    "response_channel",
+];
+
+async fn survey_rows(
+    conn: &mut PgConnection,
+    condition: &str,
+    bind: Uuid,
+    limit: i64,
+) -> Result<Vec<SurveyView>, ProjectionError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT s.*, to_jsonb(s) AS j FROM surveys s WHERE {condition} ORDER BY s.sent_at DESC, s.survey_id LIMIT $2"
+    )))
+    .bind(bind)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let j: Value = r.try_get("j")?;
+        let survey_id: Uuid = r.try_get("survey_id")?;
+        let template: (Uuid, i32) = (r.try_get("template_id")?, r.try_get("template_version")?);
+        let answers = sqlx::query(
+            "SELECT a.question, a.value, a.text FROM answers a \
+             LEFT JOIN template_items i ON i.template_id = $2 AND i.version = $3 AND i.question = a.question \
+             WHERE a.survey_id = $1 ORDER BY i.position NULLS LAST, a.question",
+        )
+        .bind(survey_id)
+        .bind(template.0)
+        .bind(template.1)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|a| Ok((a.try_get("question")?, a.try_get("value")?, a.try_get("text")?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let row = SURVEY_COLUMNS.iter().map(|c| (*c, j.get(*c).cloned().unwrap_or(Value::Null))).collect();
+        out.push(SurveyView {
+            row,
+            survey_id,
+            template,
+            customer_id: r.try_get("customer_id")?,
+            request_id: r.try_get("request_id")?,
+            state: r.try_get("state")?,
+            sent_at: r.try_get("sent_at")?,
+            expires_at: r.try_get("expires_at")?,
+            responded_at: r.try_get("responded_at")?,
+            response_count: r.try_get("response_count")?,
+            reminders_sent: r.try_get("reminders_sent")?,
+            follow_up: r.try_get::<Option<Json<Value>>, _>("follow_up")?.map(|x| x.0),
+            follow_up_done: r.try_get::<Option<Json<Value>>, _>("follow_up_done")?.map(|x| x.0),
+            follow_up_state: r.try_get("follow_up_state")?,
+            answers,
+            version: r.try_get("version")?,
+        });
+    }
+    Ok(out)
+}
+
+/// One survey.
+pub async fn survey(conn: &mut PgConnection, id: Uuid) -> Result<Option<SurveyView>, ProjectionError> {
+    Ok(survey_rows(conn, "s.survey_id = $1", id, 1).await?.pop())
+}
+
+/// The survey about a request, if any.
+pub async fn survey_of_request(
+    conn: &mut PgConnection,
+    request_id: Uuid,
+) -> Result<Option<SurveyView>, ProjectionError> {
+    Ok(survey_rows(conn, "s.request_id = $1", request_id, 1).await?.pop())
+}
+
+/// A customer's surveys, newest first.
+pub async fn surveys_of_customer(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    limit: i64,
+) -> Result<Vec<SurveyView>, ProjectionError> {
+    survey_rows(conn, "s.customer_id = $1", customer_id, limit).await
+}
+
+/// One point of a customer's satisfaction over time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrajectoryPoint {
+    /// The survey.
+    pub survey_id: Uuid,
+    /// The request it was about.
+    pub request_id: Option<Uuid>,
+    /// When answered.
+    pub responded_at: DateTime<Utc>,
+    /// The indices of this one response.
+    pub indices: Indices,
+}
+
+/// A customer's answered surveys, oldest first, each with its own indices.
+pub async fn customer_trajectory(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+) -> Result<Vec<TrajectoryPoint>, ProjectionError> {
+    let mut out = Vec::new();
+    let ids: Vec<(Uuid, Option<Uuid>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT survey_id, request_id, responded_at FROM surveys WHERE customer_id = $1 AND responded_at IS NOT NULL \
+         ORDER BY responded_at, survey_id",
+    )
+    .bind(customer_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let infos = item_infos(conn).await?;
+    for (survey_id, request_id, responded_at) in ids {
+        let rows = sqlx::query(
+            "SELECT s.template_id, s.template_version, a.question, a.value FROM answers a JOIN surveys s USING (survey_id) \
+             WHERE a.survey_id = $1 AND a.value IS NOT NULL",
+        )
+        .bind(survey_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut stats = Vec::new();
+        let mut template = (Uuid::nil(), 0u32);
+        for r in rows {
+            let t: Uuid = r.try_get("template_id")?;
+            let v: i32 = r.try_get("template_version")?;
+            let q: String = r.try_get("question")?;
+            template = (t, v as u32);
+            let Some(info) = infos.get(&(t, v, q.clone())) else { continue };
+            stats.push(ItemStats {
+                template,
+                question: q,
+                kind: info.kind,
+                dimension: info.dimension.clone(),
+                expectation: info.expectation,
+                leaf_weight: info.leaf_weight,
+                counts: [(r.try_get::<i32, _>("value")?, 1)].into_iter().collect(),
+            });
+        }
+        let responses: BTreeMap<(Uuid, u32), u64> = [(template, 1)].into_iter().collect();
+        out.push(TrajectoryPoint { survey_id, request_id, responded_at, indices: indices(&stats, &responses) });
+    }
+    Ok(out)
+}
+
+/// Which follow-ups to list.
+#[derive(Debug, Clone, Default)]
+pub struct FollowUpFilter {
+    /// Only open ones.
+    pub open_only: bool,
+    /// Only overdue ones at this time.
+    pub overdue_at: Option<DateTime<Utc>>,
+    /// Department.
+    pub department: Option<String>,
+    /// Assignee.
+    pub assignee: Option<String>,
+}
+
+/// Surveys with a follow-up, the most urgent first.
+pub async fn follow_ups(
+    conn: &mut PgConnection,
+    filter: &FollowUpFilter,
+    limit: i64,
+) -> Result<Vec<SurveyView>, ProjectionError> {
+    let mut ids_sql = String::from("SELECT survey_id FROM surveys WHERE follow_up_state <> 'NONE'");
+    if filter.open_only || filter.overdue_at.is_some() {
+        ids_sql += " AND follow_up_state = 'OPEN'";
+    }
+    if filter.overdue_at.is_some() {
+        ids_sql += " AND follow_up_due_at < $1";
+    } else {
+        ids_sql += " AND $1::timestamptz IS NULL";
+    }
+    ids_sql += " AND ($2::text IS NULL OR follow_up_department = $2) AND ($3::text IS NULL OR follow_up_assignee = $3) \
+                ORDER BY follow_up_state DESC, follow_up_due_at, survey_id LIMIT $4";
+    let ids: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(ids_sql))
+        .bind(filter.overdue_at)
+        .bind(&filter.department)
+        .bind(&filter.assignee)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(s) = survey(conn, id).await? {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// Follow-up counts in a range (by opening time): opened, done, open and overdue at `now`.
+pub async fn follow_up_counts(
+    conn: &mut PgConnection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(i64, i64, i64), ProjectionError> {
+    let row = sqlx::query(
+        "SELECT count(*) AS opened, count(*) FILTER (WHERE follow_up_state = 'DONE') AS done, \
+           count(*) FILTER (WHERE follow_up_state = 'OPEN' AND follow_up_due_at < $3) AS overdue \
+         FROM surveys WHERE follow_up_state <> 'NONE' \
+           AND (follow_up ->> 'at')::timestamptz >= $1 AND (follow_up ->> 'at')::timestamptz < $2",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((row.try_get("opened")?, row.try_get("done")?, row.try_get("overdue")?))
+}
+
+/// An indicator with dissatisfied answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DissatisfactionReason {
+    /// The indicator's path (process / step / touchpoint).
+    pub indicator: String,
+    /// The responsible department.
+    pub department: String,
+    /// Dissatisfied answers (1–2 of 5, 0–6 of 10, 1–2 of 7, no).
+    pub dissatisfied: i64,
+    /// All its answers.
+    pub answers: i64,
+}
+
+/// The indicators most often answered with dissatisfaction in a range, with the departments
+/// responsible.
+pub async fn top_dissatisfaction(
+    conn: &mut PgConnection,
+    audience: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<DissatisfactionReason>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT i.indicator_path, i.department, \
+           count(*) FILTER (WHERE (i.kind = 'LIKERT_5' AND a.value <= 2) OR (i.kind = 'NPS_0_10' AND a.value <= 6) \
+             OR (i.kind = 'CES_1_7' AND a.value <= 2) OR (i.kind = 'YES_NO' AND a.value = 0)) AS bad, \
+           count(*) AS n \
+         FROM answers a JOIN surveys s USING (survey_id) \
+         JOIN template_items i ON i.template_id = s.template_id AND i.version = s.template_version AND i.question = a.question \
+         WHERE s.audience = $1 AND s.responded_at >= $2 AND s.responded_at < $3 AND i.indicator IS NOT NULL \
+           AND a.value IS NOT NULL \
+         GROUP BY i.indicator_path, i.department HAVING count(*) FILTER (WHERE (i.kind = 'LIKERT_5' AND a.value <= 2) \
+             OR (i.kind = 'NPS_0_10' AND a.value <= 6) OR (i.kind = 'CES_1_7' AND a.value <= 2) \
+             OR (i.kind = 'YES_NO' AND a.value = 0)) > 0 \
+         ORDER BY bad DESC, i.indicator_path LIMIT $4",
+    )
+    .bind(audience)
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DissatisfactionReason {
+                indicator: r.try_get("indicator_path")?,
+                department: r.try_get("department")?,
+                dissatisfied: r.try_get("bad")?,
+                answers: r.try_get("n")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+/// Surveys that need a reminder or have expired by `now` (for the scheduler).
+pub async fn surveys_due(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Uuid>, ProjectionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT survey_id FROM surveys WHERE state IN ('SENT', 'PARTIAL') AND expired_at IS NULL \
+           AND (expires_at <= $1 OR next_reminder_at <= $1) \
+         ORDER BY least(expires_at, coalesce(next_reminder_at, expires_at)) LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// An alert as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertView {
+    /// The rule.
+    pub rule_id: Uuid,
+    /// The period.
+    pub label: String,
+    /// The department ("" for the whole company).
+    pub department: String,
+    /// The index.
+    pub index: String,
+    /// Before and now, in hundredths.
+    pub previous_hundredths: i64,
+    /// …
+    pub current_hundredths: i64,
+    /// Responses before and now.
+    pub previous_responses: i32,
+    /// …
+    pub current_responses: i32,
+    /// When raised.
+    pub raised_at: DateTime<Utc>,
+}
+
+/// Alerts raised in a range, newest first.
+pub async fn alerts(
+    conn: &mut PgConnection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<AlertView>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT * FROM alerts WHERE raised_at >= $1 AND raised_at < $2 ORDER BY raised_at DESC, label, department",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AlertView {
+                rule_id: r.try_get("rule_id")?,
+                label: r.try_get("label")?,
+                department: r.try_get("department")?,
+                index: r.try_get("index_kind")?,
+                previous_hundredths: r.try_get("previous_hundredths")?,
+                current_hundredths: r.try_get("current_hundredths")?,
+                previous_responses: r.try_get("previous_responses")?,
+                current_responses: r.try_get("current_responses")?,
+                raised_at: r.try_get("raised_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}

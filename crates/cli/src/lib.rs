@@ -321,9 +321,9 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn scheduler(pool: PgPool) -> kefu_scheduler::SlaScheduler {
+fn scheduler(pool: PgPool) -> kefu_scheduler::Scheduler {
     let commands = kefu_app::CommandService::new(Arc::new(kefu_store::PgEventStore::new(pool.clone())));
-    kefu_scheduler::SlaScheduler::new(pool, commands, kefu_scheduler::SchedulerOptions::default())
+    kefu_scheduler::Scheduler::new(pool, commands, kefu_scheduler::SchedulerOptions::default())
 }
 
 fn gateway_config(http: &HttpArgs, kafka: &KafkaArgs) -> anyhow::Result<GatewayConfig> {

@@ -18,9 +18,76 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
 use uuid::Uuid;
 
-use crate::{survey_template::OVERALL_DIMENSION, vocab::QuestionKind};
+use crate::{
+    survey_template::OVERALL_DIMENSION,
+    vocab::{QuestionKind, ReviewPeriod},
+};
+
+/// A calendar period in a time zone: [start, end) and its label (`2026-11`, `2026-W47`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    /// Start (local midnight).
+    pub start: DateTime<Utc>,
+    /// End, exclusive.
+    pub end: DateTime<Utc>,
+    /// `YYYY-MM` or ISO `YYYY-Www`.
+    pub label: String,
+}
+
+fn local_midnight(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
+    let naive = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+    // A zone that skips midnight (a DST change at 00:00) starts the day at the first instant.
+    tz.from_local_datetime(&naive)
+        .earliest()
+        .or_else(|| tz.from_local_datetime(&(naive + Duration::hours(1))).earliest())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| Utc.from_utc_datetime(&naive))
+}
+
+impl Period {
+    /// The period containing `at`.
+    pub fn containing(kind: ReviewPeriod, tz: Tz, at: DateTime<Utc>) -> Period {
+        let local = at.with_timezone(&tz).date_naive();
+        let (start, next) = match kind {
+            ReviewPeriod::Week => {
+                let monday = local - Duration::days(i64::from(local.weekday().num_days_from_monday()));
+                (monday, monday + Duration::days(7))
+            }
+            ReviewPeriod::Month => {
+                let first = local.with_day(1).unwrap_or(local);
+                let next = if first.month() == 12 {
+                    NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)
+                } else {
+                    NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
+                }
+                .unwrap_or(first);
+                (first, next)
+            }
+        };
+        let label = match kind {
+            ReviewPeriod::Week => {
+                let w = start.iso_week();
+                format!("{}-W{:02}", w.year(), w.week())
+            }
+            ReviewPeriod::Month => format!("{}-{:02}", start.year(), start.month()),
+        };
+        Period { start: local_midnight(tz, start), end: local_midnight(tz, next), label }
+    }
+
+    /// The period before this one.
+    pub fn previous(&self, kind: ReviewPeriod, tz: Tz) -> Period {
+        Period::containing(kind, tz, self.start - Duration::seconds(1))
+    }
+
+    /// The last period that is over at `at`.
+    pub fn last_complete(kind: ReviewPeriod, tz: Tz, at: DateTime<Utc>) -> Period {
+        Period::containing(kind, tz, at).previous(kind, tz)
+    }
+}
 
 /// Answers to one question of one template version within a group.
 #[derive(Debug, Clone, PartialEq)]
@@ -349,6 +416,31 @@ mod tests {
         for k in SatisfactionIndexKind::ALL {
             assert_eq!(ix.value(*k), None);
         }
+    }
+
+    #[test]
+    fn periods_follow_the_local_calendar() {
+        let tz: Tz = "Asia/Shanghai".parse().unwrap();
+        let at = DateTime::parse_from_rfc3339("2026-11-01T03:00:00+08:00").unwrap().with_timezone(&Utc);
+        let month = Period::containing(ReviewPeriod::Month, tz, at);
+        assert_eq!(month.label, "2026-11");
+        assert_eq!(month.start.to_rfc3339(), "2026-10-31T16:00:00+00:00");
+        assert_eq!(month.end.to_rfc3339(), "2026-11-30T16:00:00+00:00");
+        let last = Period::last_complete(ReviewPeriod::Month, tz, at);
+        assert_eq!((last.label.as_str(), last.end), ("2026-10", month.start));
+        let dec = Period::containing(ReviewPeriod::Month, tz, month.end);
+        assert_eq!(dec.label, "2026-12");
+        assert_eq!(Period::containing(ReviewPeriod::Month, tz, dec.end).label, "2027-01");
+        // Sunday 22 November 2026 is in ISO week 47, which began on Monday the 16th.
+        let week = Period::containing(ReviewPeriod::Week, tz, at + Duration::days(21));
+        assert_eq!(week.label, "2026-W47");
+        assert_eq!(week.start.to_rfc3339(), "2026-11-15T16:00:00+00:00");
+        assert_eq!(week.previous(ReviewPeriod::Week, tz).label, "2026-W46");
+        // Across a DST change the period is still whole local days.
+        let ny: Tz = "America/New_York".parse().unwrap();
+        let march = Period::containing(ReviewPeriod::Month, ny, Utc.with_ymd_and_hms(2026, 3, 15, 12, 0, 0).unwrap());
+        assert_eq!(march.start.to_rfc3339(), "2026-03-01T05:00:00+00:00");
+        assert_eq!(march.end.to_rfc3339(), "2026-04-01T04:00:00+00:00");
     }
 
     #[test]

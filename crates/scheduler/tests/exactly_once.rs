@@ -21,7 +21,7 @@ use kefu_projections::{
     runner::{ProjectionRunner, RunnerOptions},
     service_requests,
 };
-use kefu_scheduler::{SchedulerOptions, SlaScheduler};
+use kefu_scheduler::{Scheduler, SchedulerOptions};
 use kefu_store::{PgEventStore, migrate};
 use sqlx::{PgPool, Row};
 use tokio::sync::oneshot;
@@ -59,7 +59,7 @@ fn agent() -> CommandMeta {
 async fn scheduler(url: &str) -> anyhow::Result<Running> {
     let pool = PgPool::connect(url).await?;
     let commands = CommandService::new(Arc::new(PgEventStore::new(pool.clone())));
-    let s = SlaScheduler::new(pool, commands, SchedulerOptions { interval: Duration::from_millis(150), batch: 7 });
+    let s = Scheduler::new(pool, commands, SchedulerOptions { interval: Duration::from_millis(150), batch: 7 });
     Ok(Running::spawn(move |rx| async move {
         s.run(async {
             let _ = rx.await;
@@ -224,7 +224,7 @@ async fn two_schedulers_and_a_restart_record_each_warning_and_breach_once() -> a
     // A fresh instance finds nothing left to record.
     let pool = PgPool::connect(&db.url).await?;
     let commands = CommandService::new(Arc::new(PgEventStore::new(pool.clone())));
-    let fresh = SlaScheduler::new(pool, commands, SchedulerOptions::default());
+    let fresh = Scheduler::new(pool, commands, SchedulerOptions::default());
     let head = store_head(&db.pool).await?;
     kefu_projections::progress::wait_for(&db.pool, service_requests::NAME, head, Duration::from_secs(30)).await?;
     let round = fresh.round().await?;

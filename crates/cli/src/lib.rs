@@ -248,15 +248,25 @@ fn relay_options(relay: &RelayArgs) -> RelayOptions {
     }
 }
 
-fn projections(only: &[String]) -> anyhow::Result<Vec<Arc<dyn kefu_projections::Projection>>> {
+/// Every projection and automation (automations send their commands through `pool`).
+fn everything(pool: &PgPool) -> Vec<Arc<dyn kefu_projections::Projection>> {
+    let commands = kefu_app::CommandService::new(Arc::new(kefu_store::PgEventStore::new(pool.clone())));
+    let mut all = kefu_projections::all();
+    all.extend(kefu_automations::all(&commands));
+    all
+}
+
+/// The named projections and automations (all when none are named).
+fn projections(pool: &PgPool, only: &[String]) -> anyhow::Result<Vec<Arc<dyn kefu_projections::Projection>>> {
+    let all = everything(pool);
     if only.is_empty() {
-        return Ok(kefu_projections::all());
+        return Ok(all);
     }
     only.iter()
         .map(|name| {
-            kefu_projections::by_name(name).ok_or_else(|| {
-                let known: Vec<_> = kefu_projections::all().iter().map(|p| p.name()).collect();
-                anyhow::anyhow!("no projection `{name}`; known: {}", known.join(", "))
+            all.iter().find(|p| p.name() == name).cloned().ok_or_else(|| {
+                let known: Vec<_> = all.iter().map(|p| p.name()).collect();
+                anyhow::anyhow!("no projection or automation `{name}`; known: {}", known.join(", "))
             })
         })
         .collect()
@@ -299,7 +309,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             let (tx, rx) = watch::channel(false);
             let stop = Stop(rx);
             let mut tasks = Vec::new();
-            for p in projections(&only)? {
+            for p in projections(&pool, &only)? {
                 let runner = ProjectionRunner::new(pool.clone(), bus.clone(), p, RunnerOptions::default());
                 tasks.push(tokio::spawn(runner.run(stop.wait())));
             }
@@ -348,7 +358,7 @@ async fn run_all(db: DatabaseArgs, kafka: KafkaArgs, relay: RelayArgs, http: Htt
 
     // Every read model exists (empty at first) before the gateway says it is ready, so the
     // first queries find them rather than UNAVAILABLE.
-    for p in kefu_projections::all() {
+    for p in everything(&pool) {
         kefu_projections::registry::ensure_active(&pool, &*p, &bus.topic)
             .await
             .with_context(|| format!("cannot prepare the {} read model", p.name()))?;
@@ -356,7 +366,7 @@ async fn run_all(db: DatabaseArgs, kafka: KafkaArgs, relay: RelayArgs, http: Htt
     let relay = Relay::new(kefu_store::PgEventStore::new(pool.clone()), bus.clone(), relay_options(&relay))?;
     let until = stop.wait();
     tasks.push(("relay".into(), tokio::spawn(async move { relay.run(until).await.map_err(Into::into) })));
-    for p in kefu_projections::all() {
+    for p in everything(&pool) {
         let name = format!("projector {}", p.name());
         let runner = ProjectionRunner::new(pool.clone(), bus.clone(), p, RunnerOptions::default());
         let until = stop.wait();
@@ -442,10 +452,7 @@ async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> 
         ProjectionsCommand::Rebuild { db, kafka, name } => {
             let pool = database(&db).await?;
             let bus = kafka.bus()?;
-            let projection = kefu_projections::by_name(&name).ok_or_else(|| {
-                let known: Vec<_> = kefu_projections::all().iter().map(|p| p.name()).collect();
-                anyhow::anyhow!("no projection `{name}`; known: {}", known.join(", "))
-            })?;
+            let projection = projections(&pool, std::slice::from_ref(&name))?.remove(0);
             let mut last_report = std::time::Instant::now();
             let report = kefu_projections::runner::rebuild(&pool, &bus, projection, &RunnerOptions::default(), |p| {
                 if last_report.elapsed() >= Duration::from_secs(1) {

@@ -10,7 +10,7 @@ use kefu_app::{Actor, ActorKind};
 use serde::Deserialize;
 
 /// Roles that may change data.
-pub const WRITER_ROLES: &[&str] = &["agent", "supervisor", "admin"];
+pub const WRITER_ROLES: &[&str] = &["agent", "supervisor", "quality_manager", "admin"];
 
 /// How requests are authenticated.
 #[derive(Clone)]

@@ -1119,3 +1119,51 @@ pub async fn alerts(
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
 }
+
+/// A template version as stored.
+#[derive(Debug, Clone)]
+pub struct TemplateRow {
+    /// Id.
+    pub template_id: Uuid,
+    /// Version.
+    pub version: i32,
+    /// Published.
+    pub published: bool,
+    /// Content.
+    pub content: kefu_domain::survey_template::SurveyTemplateContent,
+}
+
+fn template_row(r: &sqlx::postgres::PgRow) -> Result<TemplateRow, ProjectionError> {
+    let Json(content): Json<kefu_domain::survey_template::SurveyTemplateContent> = r.try_get("content")?;
+    Ok(TemplateRow {
+        template_id: r.try_get("template_id")?,
+        version: r.try_get("version")?,
+        published: r.try_get("published")?,
+        content,
+    })
+}
+
+/// One template version.
+pub async fn template(conn: &mut PgConnection, id: Uuid, version: i32) -> Result<Option<TemplateRow>, ProjectionError> {
+    let row = sqlx::query(
+        "SELECT template_id, version, published, content FROM templates WHERE template_id = $1 AND version = $2",
+    )
+    .bind(id)
+    .bind(version)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(template_row).transpose()
+}
+
+/// Every template's newest version, by name.
+pub async fn templates(conn: &mut PgConnection) -> Result<Vec<TemplateRow>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT ON (template_id) template_id, version, published, content FROM templates \
+         ORDER BY template_id, version DESC",
+    )
+    .fetch_all(conn)
+    .await?;
+    let mut out: Vec<TemplateRow> = rows.iter().map(template_row).collect::<Result<_, _>>()?;
+    out.sort_by(|a, b| a.content.name.as_str().cmp(b.content.name.as_str()));
+    Ok(out)
+}

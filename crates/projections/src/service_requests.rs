@@ -909,3 +909,41 @@ pub async fn compliance(
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
 }
+
+/// Complaints of a period: filed (merged duplicates not counted), resolved for the first time,
+/// and those resolutions by root cause.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ComplaintSummary {
+    /// Filed in the period.
+    pub filed: i64,
+    /// First resolved in the period.
+    pub resolved: i64,
+    /// Of those, per root cause (most frequent first).
+    pub by_root_cause: Vec<(String, i64)>,
+}
+
+/// Complaint counts in [from, to).
+pub async fn complaint_summary(
+    conn: &mut PgConnection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<ComplaintSummary, ProjectionError> {
+    let filed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM requests WHERE request_type = 'COMPLAINT' AND state <> 'MERGED' \
+           AND filed_at >= $1 AND filed_at < $2",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(&mut *conn)
+    .await?;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT coalesce(root_cause, 'unknown'), count(*) FROM requests WHERE request_type = 'COMPLAINT' \
+           AND state <> 'MERGED' AND first_resolved_at >= $1 AND first_resolved_at < $2 \
+         GROUP BY 1 ORDER BY 2 DESC, 1",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(ComplaintSummary { filed, resolved: rows.iter().map(|(_, n)| n).sum(), by_root_cause: rows })
+}

@@ -328,6 +328,22 @@ impl Customer {
         Ok(connection)
     }
 
+    /// The customer's satisfaction over time: every answered survey, oldest first, with its
+    /// overall score, mean score, NPS class, effort and composite index.
+    async fn satisfaction(&self, ctx: &Context<'_>) -> Result<Vec<super::satisfaction::SatisfactionPoint>> {
+        super::satisfaction::trajectory(ctx, self.0.customer_id).await
+    }
+
+    /// Surveys sent to the customer, newest first.
+    async fn surveys(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20, desc = "At most this many, 1 to 100.")] first: i32,
+    ) -> Result<Vec<super::satisfaction::Survey>> {
+        let first = page_size(first)?;
+        super::satisfaction::of_customer(ctx, self.0.customer_id, first).await
+    }
+
     /// The interaction timeline, newest first.
     async fn interactions(
         &self,

@@ -8,6 +8,7 @@ pub mod customers;
 pub mod interactions;
 pub mod ops;
 pub mod requests;
+pub mod satisfaction;
 pub mod vocab;
 
 use crate::State;
@@ -19,6 +20,7 @@ pub struct Query(
     interactions::InteractionQuery,
     requests::RequestQuery,
     config::ConfigQuery,
+    satisfaction::SatisfactionQuery,
     ops::OpsQuery,
 );
 
@@ -29,6 +31,7 @@ pub struct Mutation(
     interactions::InteractionMutation,
     requests::RequestMutation,
     config::ConfigMutation,
+    satisfaction::SatisfactionMutation,
 );
 
 /// The executable schema.

@@ -279,6 +279,21 @@ impl ServiceRequest {
         self.filed().external_ref.as_ref().map(|r| r.as_str())
     }
 
+    /// When kefu opened it as the follow-up of a dissatisfied survey answer: that survey.
+    async fn origin_survey_id(&self) -> Option<Uuid> {
+        self.filed().origin.map(|o| o.survey_id)
+    }
+
+    /// … and the request that survey was about.
+    async fn origin_request_id(&self) -> Option<Uuid> {
+        self.filed().origin.and_then(|o| o.request_id)
+    }
+
+    /// The satisfaction survey about this request, if one was sent.
+    async fn survey(&self, ctx: &Context<'_>) -> Result<Option<super::satisfaction::Survey>> {
+        super::satisfaction::of_request(ctx, self.filed().request_id).await
+    }
+
     /// Tags.
     async fn tags(&self) -> Vec<String> {
         self.filed().tags.iter().map(|t| t.to_string()).collect()
@@ -757,7 +772,7 @@ impl From<SlaGroupBy> for ComplianceDimension {
 }
 
 /// One value of a grouping dimension.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone)]
 pub struct GroupKey {
     /// The dimension, e.g. `day`, `department`.
     pub dimension: String,

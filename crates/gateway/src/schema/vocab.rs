@@ -298,3 +298,95 @@ pub enum CompensationKind {
     /// A service or goods.
     NonMonetary,
 }
+
+/// How a survey question is answered.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::QuestionKind")]
+pub enum QuestionKind {
+    /// 1–5: 非常不满意, 不满意, 一般, 比较满意, 非常满意.
+    #[graphql(name = "LIKERT_5")]
+    Likert5,
+    /// 0–10 likelihood to recommend (NPS).
+    #[graphql(name = "NPS_0_10")]
+    Nps0To10,
+    /// 1–7 effort: 1 very hard … 7 very easy (CES).
+    #[graphql(name = "CES_1_7")]
+    Ces1To7,
+    /// Yes (1) or no (0).
+    YesNo,
+    /// Free text.
+    FreeText,
+}
+
+/// Who answers a survey; their indices are never mixed.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[graphql(remote = "vocab::SurveyAudience")]
+pub enum SurveyAudience {
+    /// Outside customers.
+    #[default]
+    External,
+    /// Internal departments evaluating the departments that serve them (内部客户).
+    Internal,
+}
+
+/// What a second complete response to the same survey does.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[graphql(remote = "vocab::ResubmissionRule")]
+pub enum ResubmissionRule {
+    /// It is refused.
+    #[default]
+    Reject,
+    /// It replaces the first, which no longer counts.
+    Supersede,
+}
+
+/// Why a survey was sent.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::SurveyTrigger")]
+pub enum SurveyTrigger {
+    /// Its request was resolved.
+    OnResolved,
+    /// Its request was closed.
+    OnClosed,
+    /// A campaign to a customer segment.
+    Campaign,
+    /// Sent by hand.
+    Manual,
+}
+
+/// How a dissatisfied answer is followed up.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[graphql(remote = "vocab::FollowUpKind")]
+pub enum FollowUpKind {
+    /// A return-visit task for the agent and department who served.
+    #[default]
+    ReturnVisitTask,
+    /// A new service request linked to the original and the survey.
+    ServiceRequest,
+}
+
+/// A satisfaction index.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::SatisfactionIndexKind")]
+pub enum SatisfactionIndexKind {
+    /// Share of 4–5 answers to the overall-satisfaction questions, percent.
+    Csat,
+    /// Share of 4–5 among all 1–5 perception answers, percent.
+    TopTwoBox,
+    /// Promoters minus detractors, −100 to 100.
+    Nps,
+    /// Mean effort, 1–7.
+    Ces,
+    /// The indicator tree's weighted index, 0–100.
+    Composite,
+}
+
+/// A review period.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "vocab::ReviewPeriod")]
+pub enum ReviewPeriod {
+    /// An ISO week.
+    Week,
+    /// A calendar month.
+    Month,
+}

@@ -387,8 +387,75 @@ async fn from_template_to_indices_follow_ups_and_the_monthly_report() -> Result<
         .await?;
     assert_eq!(twice["extensions"]["code"], "ALREADY_EXISTS");
 
-    // Alerts are configured by quality managers, with checked thresholds.
+    // Internal customers: the network department rates the service centre; kept apart.
     desk.as_("quality").await;
+    let internal = desk
+        .stack
+        .ok(
+            TEMPLATE,
+            json!({"input": {"name": "内部服务评价", "audience": "INTERNAL",
+                "questions": [{"code": "q_overall", "text": "对客服中心的支持满意吗？", "kind": "LIKERT_5", "dimension": "overall"}]}}),
+        )
+        .await?;
+    let internal_id = internal["defineSurveyTemplate"]["templateId"].as_str().unwrap().to_string();
+    desk.stack
+        .ok(
+            r#"mutation($input: PublishSurveyTemplateInput!) { publishSurveyTemplate(input: $input) { version } }"#,
+            json!({"input": {"templateId": internal_id, "version": 1}}),
+        )
+        .await?;
+    let dept = desk
+        .stack
+        .ok(
+            REGISTER,
+            json!({"input": {"kind": "INTERNAL_DEPARTMENT", "name": "网络维护部", "departmentCode": "network"}}),
+        )
+        .await?;
+    let dept = dept["registerCustomer"]["customerId"].as_str().unwrap().to_string();
+    let wrong = desk
+        .stack
+        .error(
+            r#"mutation($input: SendSurveyInput!) { sendSurvey(input: $input) { surveyId } }"#,
+            json!({"input": {"templateId": template_id, "customerId": dept, "channel": "EMAIL"}}),
+        )
+        .await?;
+    assert_eq!(
+        wrong["extensions"]["field"], "input.customerId",
+        "an outside-customer template does not ask a department"
+    );
+    let sent = desk
+        .stack
+        .ok(
+            r#"mutation($input: SendSurveyInput!) { sendSurvey(input: $input) { surveyId } }"#,
+            json!({"input": {"templateId": internal_id, "customerId": dept, "channel": "EMAIL", "department": "客服中心"}}),
+        )
+        .await?;
+    let r = desk
+        .stack
+        .ok(
+            RESPOND,
+            json!({"input": {"surveyId": sent["sendSurvey"]["surveyId"], "answers": [{"question": "q_overall", "value": 4}]}}),
+        )
+        .await?;
+    let by_audience = |audience: &'static str| {
+        let stack = &desk.stack;
+        let range = range.clone();
+        let pos = r["recordSurveyResponse"]["globalPosition"].clone();
+        async move {
+            let q = stack
+                .ok(
+                    r#"query($range: TimeRange!, $a: SurveyAudience!, $pos: GlobalPosition) {
+                         satisfactionIndex(range: $range, filter: {audience: $a}, minPosition: $pos) { responses csat { percent } } }"#,
+                    json!({"range": range, "a": audience, "pos": pos}),
+                )
+                .await?;
+            anyhow::Ok(q["satisfactionIndex"][0].clone())
+        }
+    };
+    assert_eq!(by_audience("EXTERNAL").await?["responses"], 2, "internal answers are not customers' answers");
+    assert_eq!(by_audience("INTERNAL").await?, json!({"responses": 1, "csat": {"percent": 100.0}}));
+
+    // Alerts are configured by quality managers, with checked thresholds.
     let alert = r#"mutation($input: DefineSatisfactionAlertInput!) { defineSatisfactionAlert(input: $input) { id } }"#;
     let bad =
         desk.stack.error(alert, json!({"input": {"name": "x", "index": "CSAT", "period": "MONTH", "drop": 0}})).await?;

@@ -47,6 +47,8 @@ async fn every_readme_example_runs() -> anyhow::Result<()> {
     let stack = Stack::start(&[]).await?;
     let mut customer: Option<String> = None;
     let mut request: Option<String> = None;
+    let mut template: Option<String> = None;
+    let mut survey: Option<String> = None;
     for block in blocks {
         let mut query = block.clone();
         if let Some(c) = &customer {
@@ -54,6 +56,12 @@ async fn every_readme_example_runs() -> anyhow::Result<()> {
         }
         if let Some(r) = &request {
             query = query.replace("<requestId>", r);
+        }
+        if let Some(t) = &template {
+            query = query.replace("<templateId>", t);
+        }
+        if let Some(s) = &survey {
+            query = query.replace("<surveyId>", s);
         }
         assert!(!query.contains('<'), "an example needs an id no earlier example produced:\n{block}");
         let data = stack.ok(&query, json!({})).await.map_err(|e| anyhow::anyhow!("{e}\nin:\n{block}"))?;
@@ -63,10 +71,19 @@ async fn every_readme_example_runs() -> anyhow::Result<()> {
         if request.is_none() {
             request = find(&data, "requestId");
         }
+        if template.is_none() {
+            template = find(&data, "templateId");
+        }
+        if survey.is_none() {
+            survey = find(&data, "surveyId");
+        }
+        if let Some(state) = data.get("recordSurveyResponse").and_then(|r| r["survey"]["state"].as_str()) {
+            assert_eq!(state, "COMPLETED");
+        }
         if let Some(state) = data.get("recordReturnVisit").and_then(|r| r["serviceRequest"]["state"].as_str()) {
             assert_eq!(state, "CLOSED");
         }
     }
-    assert!(customer.is_some() && request.is_some());
+    assert!(customer.is_some() && request.is_some() && template.is_some() && survey.is_some());
     Ok(())
 }

@@ -85,6 +85,12 @@ pub fn render() -> String {
 
     let examples = kefu_domain::example_events();
     out.push_str("## Events\n\n");
+    out.push_str(
+        "The schema version is the payload's current version. Stored events are never rewritten: \
+         readers upcast older versions step by step (`kefu_domain::upcast`), and Kafka and exports \
+         always carry the current version. Upcasters: `InteractionLogged` v1 → v2 (`agentId` \
+         becomes `handledBy.id`, `resolved` becomes `resolvedAtFirstContact`).\n\n",
+    );
     out.push_str("| Stream type | Event type | Schema version | Envelope field |\n|---|---|---|---|\n");
     for (stream, types) in kefu_domain::all_event_types() {
         for event_type in types {

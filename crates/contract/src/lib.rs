@@ -120,6 +120,12 @@ impl Contract {
 
     /// Builds the envelope message for an event.
     pub fn envelope_message(&self, event: &RecordedEvent) -> Result<DynamicMessage, ContractError> {
+        // Older payload versions travel as the current one (the envelope says which).
+        let upcast = event.upcast().map_err(|e| ContractError::PayloadMismatch {
+            event_type: event.event_type.clone(),
+            reason: e.to_string(),
+        })?;
+        let event = &upcast;
         let member = self
             .members
             .get(&event.event_type)
@@ -191,7 +197,7 @@ mod tests {
         RecordedEvent {
             event_id: Uuid::now_v7(),
             event_type: event_type.into(),
-            schema_version: 1,
+            schema_version: kefu_domain::upcast::current_version(event_type),
             stream_id: Uuid::now_v7(),
             stream_type: "customer".into(),
             stream_version: 3,

@@ -43,9 +43,10 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + 
     /// The event's type name.
     fn event_type(&self) -> &'static str;
 
-    /// The payload schema version. Bumped only with an upcaster for older versions.
+    /// The payload schema version ([`crate::upcast::current_version`]). Bumped only with an
+    /// upcaster for older versions.
     fn schema_version(&self) -> u32 {
-        1
+        crate::upcast::current_version(self.event_type())
     }
 
     /// Splits the event into its type and payload JSON.

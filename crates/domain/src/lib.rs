@@ -29,6 +29,7 @@ pub mod sla;
 pub mod survey;
 pub mod survey_template;
 pub mod testing;
+pub mod upcast;
 pub mod values;
 pub mod vocab;
 mod wire_enum;

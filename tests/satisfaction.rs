@@ -259,6 +259,41 @@ async fn from_template_to_indices_follow_ups_and_the_monthly_report() -> Result<
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
+    // An auditor follows the unhappy answer to everything it caused.
+    let response = desk
+        .stack
+        .ok(
+            r#"query($s: UUID!) { events(filter: {streamId: $s, eventTypes: ["SurveyResponseRecorded"]}) { eventId } }"#,
+            json!({"s": unhappy}),
+        )
+        .await?;
+    let response_id = response["events"][0]["eventId"].clone();
+    let trace = desk
+        .stack
+        .ok(
+            r#"query($e: UUID!) { eventTrace(eventId: $e) { eventId eventType streamId causedByEventId } }"#,
+            json!({"e": response_id}),
+        )
+        .await?;
+    let trace = trace["eventTrace"].as_array().unwrap().clone();
+    let kinds: Vec<(&str, &str)> =
+        trace.iter().map(|e| (e["eventType"].as_str().unwrap(), e["streamId"].as_str().unwrap())).collect();
+    assert_eq!(trace[0]["eventId"], response_id, "{kinds:?}");
+    for expected in [
+        ("SurveyFollowUpOpened", unhappy.as_str()),
+        ("RequestFiled", follow_up_request.as_str()),
+        ("RequestResolved", follow_up_request.as_str()),
+        ("SurveyFollowUpCompleted", unhappy.as_str()),
+    ] {
+        assert!(kinds.contains(&expected), "{expected:?} not traced from the response: {kinds:?}");
+    }
+    let filed = trace.iter().find(|e| e["eventType"] == "RequestFiled").unwrap();
+    assert!(!filed["causedByEventId"].is_null(), "the follow-up request names the event that opened it");
+    assert!(
+        !kinds.iter().any(|(_, stream)| *stream == unhappy_request.as_str()),
+        "the original request's own history is not something the answer caused"
+    );
+
     let r = desk
         .stack
         .ok(RESPOND, json!({"input": {"surveyId": happy, "answers": answers([5, 4, 1, 5, 10, 7]), "channel": "WEB"}}))

@@ -91,7 +91,17 @@ impl RecordedEvent {
 
     /// Decodes the payload into an event family.
     pub fn decode<E: kefu_domain::DomainEvent>(&self) -> Result<E, serde_json::Error> {
-        E::from_payload(&self.event_type, self.payload.clone())
+        let (_, payload) = kefu_domain::upcast::upcast(&self.event_type, self.schema_version, self.payload.clone())
+            .map_err(serde::de::Error::custom)?;
+        E::from_payload(&self.event_type, payload)
+    }
+
+    /// The event with its payload at the current version of its type (what Kafka carries and
+    /// exports contain).
+    pub fn upcast(&self) -> Result<RecordedEvent, kefu_domain::upcast::UpcastError> {
+        let (version, payload) =
+            kefu_domain::upcast::upcast(&self.event_type, self.schema_version, self.payload.clone())?;
+        Ok(RecordedEvent { schema_version: version, payload, ..self.clone() })
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod commands;
 pub mod envelope;
+pub mod integrity;
 pub mod memory;
 pub mod service_requests;
 pub mod store;

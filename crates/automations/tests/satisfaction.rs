@@ -24,7 +24,7 @@ use kefu_domain::{
 };
 use kefu_projections::{
     Projection, progress, registry,
-    runner::{ProjectionRunner, RunnerOptions, rebuild},
+    runner::{ProjectionRunner, RunnerOptions, SwitchPolicy, rebuild},
     satisfaction::{self as sat, IndexDimension, IndexFilter},
     verify,
 };
@@ -266,7 +266,8 @@ async fn surveys_flow_into_indices_close_the_loop_and_replay_identically() -> an
     // A rebuild of the satisfaction read model from Kafka equals it, row for row and index
     // for index.
     let live = registry::active(&db.pool, sat::NAME).await?.unwrap();
-    let report = rebuild(&db.pool, &bus, satisfaction.clone(), &RunnerOptions::default(), |_| {}).await?;
+    let report =
+        rebuild(&db.pool, &bus, satisfaction.clone(), &RunnerOptions::default(), SwitchPolicy::Always, |_| {}).await?;
     let old = registry::get(&db.pool, sat::NAME, live.generation).await?.unwrap();
     assert_eq!(
         verify::digests(&db.pool, &*satisfaction, &old).await?,

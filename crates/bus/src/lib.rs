@@ -16,6 +16,7 @@ use kefu_app::StoreError;
 use rdkafka::{ClientConfig, error::KafkaError};
 
 pub mod admin;
+pub mod audit;
 pub mod partitioner;
 pub mod relay;
 

@@ -14,6 +14,8 @@
 //! | `kefu migrate` | apply database migrations and exit |
 //! | `kefu import complaints` | load another system's complaint export (CSV) as events |
 //! | `kefu projections status\|rebuild\|prune` | inspect and rebuild read models |
+//! | `kefu events export\|tail` | the history as JSON Lines or CSV; follow the live topic |
+//! | `kefu audit verify\|anchor` | check the hash chain, anchors and the Kafka copy |
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -25,7 +27,10 @@ use kefu_projections::runner::{ProjectionRunner, RunnerOptions};
 use sqlx::PgPool;
 use tokio::sync::watch;
 
+pub mod audit;
+pub mod events;
 pub mod import;
+mod progress;
 pub mod settings;
 
 use settings::{DatabaseArgs, HttpArgs, KafkaArgs, RelayArgs};
@@ -121,6 +126,16 @@ pub enum Command {
         #[command(subcommand)]
         command: import::ImportCommand,
     },
+    /// Export or follow the event history.
+    Events {
+        #[command(subcommand)]
+        command: events::EventsCommand,
+    },
+    /// Verify that the history was not altered; anchor the log.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 /// An error that ends the process with a particular exit status.
@@ -150,6 +165,9 @@ pub enum ProjectionsCommand {
         kafka: KafkaArgs,
         /// The projection, e.g. customer360.
         name: String,
+        /// Keep the current generation serving unless the new one is identical to it.
+        #[arg(long)]
+        require_identical: bool,
     },
     /// Drop the tables of retired generations.
     Prune {
@@ -198,7 +216,7 @@ pub async fn shutdown_signal() {
 }
 
 /// Connects and migrates, waiting for the database if it is not up yet.
-async fn database(db: &DatabaseArgs) -> anyhow::Result<PgPool> {
+pub(crate) async fn database(db: &DatabaseArgs) -> anyhow::Result<PgPool> {
     let pool = kefu_store::connect(
         &db.database_url.0,
         db.db_max_connections,
@@ -328,6 +346,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Run { db, kafka, relay, http } => run_all(db, kafka, relay, http).await,
         Command::Projections { command } => projections_command(command).await,
         Command::Import { command } => import::run(command).await,
+        Command::Events { command } => events::run(command).await,
+        Command::Audit { command } => audit::run(command).await,
     }
 }
 
@@ -449,23 +469,47 @@ async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> 
             }
             Ok(())
         }
-        ProjectionsCommand::Rebuild { db, kafka, name } => {
+        ProjectionsCommand::Rebuild { db, kafka, name, require_identical } => {
+            use kefu_projections::{runner::SwitchPolicy, verify::Comparison};
             let pool = database(&db).await?;
             let bus = kafka.bus()?;
             let projection = projections(&pool, std::slice::from_ref(&name))?.remove(0);
-            let mut last_report = std::time::Instant::now();
-            let report = kefu_projections::runner::rebuild(&pool, &bus, projection, &RunnerOptions::default(), |p| {
-                if last_report.elapsed() >= Duration::from_secs(1) {
-                    last_report = std::time::Instant::now();
-                    tracing::info!(
-                        consumed = p.records_consumed,
-                        published = p.records_published,
-                        lag = p.lag_events,
-                        "rebuilding"
-                    );
+            let policy = if require_identical { SwitchPolicy::IfIdentical } else { SwitchPolicy::Always };
+            let mut progress = progress::Progress::new("rebuild", "records", None);
+            let report =
+                kefu_projections::runner::rebuild(&pool, &bus, projection, &RunnerOptions::default(), policy, |p| {
+                    progress.set_total(p.records_published.max(0) as u64);
+                    progress.update(p.records_consumed.max(0) as u64);
+                })
+                .await?;
+            progress.finish(report.records.max(0) as u64);
+            match &report.comparison {
+                None => println!("{name}: no earlier generation to compare with"),
+                Some(Comparison::Identical { rows, through }) => println!(
+                    "{name}: verified: identical to the serving generation at position {through} ({rows} rows)"
+                ),
+                Some(Comparison::Differs(tables)) => {
+                    println!("{name}: DIFFERS from the serving generation at the same position:");
+                    for t in tables {
+                        println!(
+                            "    {}: {} rows before, {} rows now (or same count, other content)",
+                            t.table, t.old_rows, t.new_rows
+                        );
+                    }
                 }
-            })
-            .await?;
+                Some(Comparison::NotComparable(why)) => println!("{name}: not compared: {why}"),
+            }
+            if !report.switched {
+                return Err(ExitWith {
+                    code: 3,
+                    message: format!(
+                        "{name}: generation {} was built but does not serve queries (it differs); the current one \
+                         keeps serving",
+                        report.generation.generation
+                    ),
+                }
+                .into());
+            }
             println!(
                 "{name}: generation {} built from {} records in {:.1}s and now serves queries{}",
                 report.generation.generation,

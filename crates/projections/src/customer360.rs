@@ -216,7 +216,7 @@ async fn set_consent(
     granted: bool,
     channel: Option<&str>,
 ) -> Result<(), ProjectionError> {
-    let value = json!({"granted": granted, "at": e.occurred_at, "channel": channel, "recordedBy": e.actor.id});
+    let value = consent_value(e, granted, channel);
     sqlx::query("UPDATE customers SET consents = jsonb_set(consents, ARRAY[$2], $3) WHERE customer_id = $1")
         .bind(id)
         .bind(purpose)
@@ -367,6 +367,92 @@ fn customer_from_row(row: &PgRow) -> Result<CustomerView, sqlx::Error> {
         last_contact_at: row.try_get("last_contact_at")?,
         last_contact_channel: row.try_get("last_contact_channel")?,
     })
+}
+
+/// A customer's 360 view from their events (their customer stream and their interactions, in
+/// log order), as the projection would show it after the last one: what `customer(asOf:)`
+/// returns. `None` before registration.
+pub fn fold_view(events: &[RecordedEvent]) -> Result<Option<CustomerView>, ProjectionError> {
+    let mut view: Option<CustomerView> = None;
+    for e in events {
+        match e.stream_type.as_str() {
+            "customer" => {
+                let event: CustomerEvent = e.decode()?;
+                if let CustomerEvent::CustomerRegistered(r) = &event {
+                    view = Some(CustomerView {
+                        customer_id: e.stream_id,
+                        profile: r.clone(),
+                        industry: None,
+                        scale: None,
+                        tenure: None,
+                        value_tier: None,
+                        lifecycle_segment: None,
+                        key_account: false,
+                        grade: None,
+                        account_manager_id: None,
+                        account_manager_name: None,
+                        consents: json!({}),
+                        registered_at: e.occurred_at,
+                        updated_at: e.occurred_at,
+                        version: e.stream_version,
+                        last_position: e.global_position,
+                        interaction_count: 0,
+                        resolved_first_contact: 0,
+                        last_contact_at: None,
+                        last_contact_channel: None,
+                    });
+                    continue;
+                }
+                let v = view
+                    .as_mut()
+                    .ok_or_else(|| ProjectionError::Poison(format!("{} before registration", e.event_type)))?;
+                match event {
+                    CustomerEvent::CustomerRegistered(_) => {}
+                    CustomerEvent::CustomerProfileUpdated(u) => apply_profile_update(&mut v.profile, &u),
+                    CustomerEvent::CustomerClassified(c) => {
+                        let c = c.classification;
+                        v.industry = c.industry.map(|x| x.as_str().to_string());
+                        v.scale = c.scale.map(|x| x.as_str().to_string());
+                        v.tenure = c.tenure.map(|x| x.as_str().to_string());
+                        v.value_tier = c.value_tier.map(|x| x.as_str().to_string());
+                        v.lifecycle_segment = c.lifecycle_segment.map(|x| x.as_str().to_string());
+                        v.key_account = c.key_account;
+                        v.grade = c.grade.map(|g| g.as_str().to_string());
+                    }
+                    CustomerEvent::AccountManagerAssigned(a) => {
+                        v.account_manager_id = Some(a.manager.id.as_str().to_string());
+                        v.account_manager_name = a.manager.name.as_ref().map(|n| n.as_str().to_string());
+                    }
+                    CustomerEvent::ConsentGranted(c) => {
+                        v.consents[c.purpose.as_str()] = consent_value(e, true, c.channel.map(|x| x.as_str()));
+                    }
+                    CustomerEvent::ConsentWithdrawn(c) => {
+                        v.consents[c.purpose.as_str()] = consent_value(e, false, c.channel.map(|x| x.as_str()));
+                    }
+                }
+                v.version = e.stream_version;
+                v.last_position = v.last_position.max(e.global_position);
+                v.updated_at = v.updated_at.max(e.occurred_at);
+            }
+            "interaction" => {
+                let InteractionEvent::InteractionLogged(i) = e.decode()?;
+                let Some(v) = view.as_mut() else { continue };
+                v.interaction_count += 1;
+                v.resolved_first_contact += i32::from(i.resolved_at_first_contact);
+                if v.last_contact_at.is_none_or(|t| e.occurred_at >= t) {
+                    v.last_contact_channel = Some(i.channel.as_str().to_string());
+                    v.last_contact_at = Some(e.occurred_at);
+                }
+                v.last_position = v.last_position.max(e.global_position);
+            }
+            _ => {}
+        }
+    }
+    Ok(view)
+}
+
+fn consent_value(e: &RecordedEvent, granted: bool, channel: Option<&str>) -> serde_json::Value {
+    json!({"granted": granted, "at": e.occurred_at, "channel": channel, "recordedBy": e.actor.id})
 }
 
 /// One customer.

@@ -31,6 +31,7 @@ use crate::{
     apply::{self, Record},
     progress,
     registry::{self, Generation, Status},
+    verify,
 };
 
 /// Runner tuning.
@@ -335,7 +336,14 @@ impl ProjectionRunner {
                     "the active generation was built with another table layout or from another topic; \
                      building a new generation from the log"
                 );
-                let rebuild = rebuild(&self.pool, &self.bus, self.projection.clone(), &self.options, |_| {});
+                let rebuild = rebuild(
+                    &self.pool,
+                    &self.bus,
+                    self.projection.clone(),
+                    &self.options,
+                    SwitchPolicy::Always,
+                    |_| {},
+                );
                 tokio::select! {
                     _ = &mut shutdown => return Ok(()),
                     r = rebuild => if let Err(e) = r {
@@ -397,6 +405,20 @@ pub struct RebuildReport {
     pub records: i64,
     /// How long it took.
     pub elapsed: Duration,
+    /// How it compared with the generation it replaced (none without one).
+    pub comparison: Option<verify::Comparison>,
+    /// Whether it now serves queries.
+    pub switched: bool,
+}
+
+/// What a rebuild does once the new generation caught up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SwitchPolicy {
+    /// Switch, reporting any difference from the old generation.
+    #[default]
+    Always,
+    /// Switch only when the new generation is identical to the old one.
+    IfIdentical,
 }
 
 /// Builds a new generation of `projection` from the start of the log while the active one
@@ -407,6 +429,7 @@ pub async fn rebuild(
     bus: &BusConfig,
     projection: Arc<dyn Projection>,
     options: &RunnerOptions,
+    switch_policy: SwitchPolicy,
     mut on_progress: impl FnMut(&progress::GenerationProgress),
 ) -> Result<RebuildReport, ProjectionError> {
     let started = Instant::now();
@@ -436,8 +459,43 @@ pub async fn rebuild(
             return Err(e);
         }
     };
-    registry::activate(pool, projection.name(), target.generation).await?;
+    // Compare with the serving generation where both consumed the same records; while writes
+    // go on that takes a few tries.
+    let mut comparison = None;
+    if let Some(old) = match replaced {
+        Some(g) => registry::get(pool, projection.name(), g).await?,
+        None => None,
+    } {
+        for _ in 0..40 {
+            if let Some(c) = verify::compare(pool, &*projection, &old, &target).await? {
+                comparison = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if comparison.is_none() {
+            comparison = Some(verify::Comparison::NotComparable(
+                "the two generations never stood at the same position for 10 s (writes kept coming)".into(),
+            ));
+        }
+    }
+    let switch = match switch_policy {
+        SwitchPolicy::Always => true,
+        SwitchPolicy::IfIdentical => {
+            comparison.is_none() || matches!(comparison, Some(verify::Comparison::Identical { .. }))
+        }
+    };
+    if switch {
+        registry::activate(pool, projection.name(), target.generation).await?;
+    }
     consumer.stop().await?;
     let generation = registry::get(pool, projection.name(), target.generation).await?.unwrap_or(target);
-    Ok(RebuildReport { generation, replaced, records: final_progress.records_consumed, elapsed: started.elapsed() })
+    Ok(RebuildReport {
+        generation,
+        replaced,
+        records: final_progress.records_consumed,
+        elapsed: started.elapsed(),
+        comparison,
+        switched: switch,
+    })
 }

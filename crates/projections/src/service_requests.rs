@@ -150,6 +150,128 @@ pub fn outcome(c: &kefu_domain::service_request::MetricClock) -> &'static str {
     }
 }
 
+/// What one event changes beside the folded state (shared by the projection and [`fold_view`]).
+struct Delta {
+    first_response: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    reopened: bool,
+    visit: Option<bool>,
+    root_cause: Option<String>,
+    resolution: Option<serde_json::Value>,
+    level_name: Option<String>,
+}
+
+impl Delta {
+    fn of(event: &ServiceRequestEvent) -> Delta {
+        let (resolution, root_cause) = match event {
+            ServiceRequestEvent::RequestResolved(r) => (Some(json!(r)), Some(r.root_cause.as_str().to_string())),
+            _ => (None, None),
+        };
+        Delta {
+            first_response: match event {
+                ServiceRequestEvent::RequestAcknowledged(x) => Some(x.at),
+                ServiceRequestEvent::PlanCommunicated(x) => Some(x.at),
+                ServiceRequestEvent::CustomerUpdated(x) => Some(x.at),
+                ServiceRequestEvent::RequestResolved(x) => Some(x.at),
+                _ => None,
+            },
+            ended_at: match event {
+                ServiceRequestEvent::RequestClosed(x) => Some(x.at),
+                ServiceRequestEvent::RequestWithdrawn(x) => Some(x.at),
+                ServiceRequestEvent::RequestMergedInto(x) => Some(x.at),
+                _ => None,
+            },
+            reopened: matches!(event, ServiceRequestEvent::RequestReopened(_)),
+            visit: match event {
+                ServiceRequestEvent::ReturnVisitRecorded(v) => Some(v.satisfied),
+                _ => None,
+            },
+            root_cause,
+            resolution,
+            level_name: match event {
+                ServiceRequestEvent::RequestEscalated(x) => Some(x.level_name.as_str().to_string()),
+                ServiceRequestEvent::RequestDeescalated(x) => Some(x.level_name.as_str().to_string()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// What the folded state says about deadlines.
+struct Derived {
+    next: Option<kefu_domain::service_request::MetricClock>,
+    callback_due: Option<DateTime<Utc>>,
+    breached: bool,
+}
+
+impl Derived {
+    fn of(state: &ServiceRequest) -> Derived {
+        // The running clock due first is the request's next deadline.
+        let next = state.clocks.iter().filter(|c| c.running() && c.due_at.is_some()).min_by_key(|c| c.due_at).cloned();
+        let callback_due = state
+            .clocks
+            .iter()
+            .filter(|c| c.running() && c.metric == kefu_domain::vocab::SlaMetric::Callback)
+            .filter_map(|c| c.due_at)
+            .min();
+        let breached = state.clocks.iter().any(|c| c.breached && !c.cancelled && c.met_at.is_none())
+            || state.clocks.iter().any(|c| outcome(c) == "MISSED");
+        Derived { next, callback_due, breached }
+    }
+}
+
+/// A request's view from its events (those of other streams are ignored), as the projection
+/// would show it after the last one: what `serviceRequest(asOf:)` returns. `None` before it
+/// was filed.
+pub fn fold_view(events: &[RecordedEvent]) -> Result<Option<RequestView>, ProjectionError> {
+    let mut state = ServiceRequest::default();
+    let mut view: Option<RequestView> = None;
+    for e in events.iter().filter(|e| e.stream_type == ServiceRequest::STREAM_TYPE) {
+        let event: ServiceRequestEvent = e.decode()?;
+        state.apply(&event);
+        let d = Delta::of(&event);
+        let derived = Derived::of(&state);
+        let live = state.is_live();
+        let v = view.get_or_insert_with(|| RequestView {
+            state: ServiceRequest::default(),
+            request_state: RequestState::Filed,
+            escalation_name: None,
+            first_response_at: None,
+            ended_at: None,
+            root_cause: None,
+            resolution: None,
+            reopen_count: 0,
+            return_visits: 0,
+            last_return_visit_satisfied: None,
+            next_due: None,
+            next_warn_at: None,
+            breached: false,
+            last_position: 0,
+            version: 0,
+        });
+        v.request_state = state.state();
+        v.first_response_at = v.first_response_at.or(d.first_response);
+        v.ended_at = match d.ended_at {
+            Some(t) => Some(t),
+            None if live => None,
+            None => v.ended_at,
+        };
+        v.reopen_count += i32::from(d.reopened);
+        v.return_visits += i32::from(d.visit.is_some());
+        v.last_return_visit_satisfied = d.visit.or(v.last_return_visit_satisfied);
+        v.root_cause = d.root_cause.or(v.root_cause.take());
+        v.resolution = d.resolution.or(v.resolution.take());
+        v.escalation_name = d.level_name.or(v.escalation_name.take());
+        v.next_due = derived.next.as_ref().and_then(|c| c.due_at.map(|t| (c.metric.as_str().to_string(), t)));
+        v.next_warn_at = derived.next.as_ref().and_then(|c| if c.warned { None } else { c.warn_at });
+        v.breached = derived.breached;
+        v.last_position = e.global_position;
+        v.version = e.stream_version;
+        v.state = state.clone();
+    }
+    Ok(view)
+}
+
 async fn apply(conn: &mut PgConnection, e: &RecordedEvent, event: &ServiceRequestEvent) -> Result<(), ProjectionError> {
     let id = e.stream_id;
     let row = sqlx::query("SELECT state_json FROM requests WHERE request_id = $1 FOR UPDATE")
@@ -170,45 +292,9 @@ async fn apply(conn: &mut PgConnection, e: &RecordedEvent, event: &ServiceReques
     };
     let request_state = state.state();
     let live = state.is_live();
-
-    // Clocks: the running clock due first is the request's next deadline.
-    let next = state.clocks.iter().filter(|c| c.running() && c.due_at.is_some()).min_by_key(|c| c.due_at);
-    let callback_due = state
-        .clocks
-        .iter()
-        .filter(|c| c.running() && c.metric == kefu_domain::vocab::SlaMetric::Callback)
-        .filter_map(|c| c.due_at)
-        .min();
-    let breached = state.clocks.iter().any(|c| c.breached && !c.cancelled && c.met_at.is_none())
-        || state.clocks.iter().any(|c| outcome(c) == "MISSED");
-
-    let (resolution, root_cause) = match event {
-        ServiceRequestEvent::RequestResolved(r) => (Some(json!(r)), Some(r.root_cause.as_str().to_string())),
-        _ => (None, None),
-    };
-    let first_response = match event {
-        ServiceRequestEvent::RequestAcknowledged(x) => Some(x.at),
-        ServiceRequestEvent::PlanCommunicated(x) => Some(x.at),
-        ServiceRequestEvent::CustomerUpdated(x) => Some(x.at),
-        ServiceRequestEvent::RequestResolved(x) => Some(x.at),
-        _ => None,
-    };
-    let ended_at = match event {
-        ServiceRequestEvent::RequestClosed(x) => Some(x.at),
-        ServiceRequestEvent::RequestWithdrawn(x) => Some(x.at),
-        ServiceRequestEvent::RequestMergedInto(x) => Some(x.at),
-        _ => None,
-    };
-    let reopened = matches!(event, ServiceRequestEvent::RequestReopened(_));
-    let visit = match event {
-        ServiceRequestEvent::ReturnVisitRecorded(v) => Some(v.satisfied),
-        _ => None,
-    };
-    let level_name = match event {
-        ServiceRequestEvent::RequestEscalated(x) => Some(x.level_name.as_str().to_string()),
-        ServiceRequestEvent::RequestDeescalated(x) => Some(x.level_name.as_str().to_string()),
-        _ => None,
-    };
+    let Derived { next, callback_due, breached } = Derived::of(&state);
+    let Delta { first_response, ended_at, reopened, visit, root_cause, resolution, level_name } = Delta::of(event);
+    let next = next.as_ref();
 
     sqlx::query(
         "INSERT INTO requests (request_id, customer_id, request_type, category, priority, priority_rank, channel, \

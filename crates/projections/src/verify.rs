@@ -1,7 +1,7 @@
 //! Comparing generations: a digest of every table, so a rebuild can be checked row for row
 //! against the generation it replaces.
 
-use sqlx::{AssertSqlSafe, PgPool, Row};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
 use crate::{Projection, ProjectionError, registry::Generation};
 
@@ -22,6 +22,15 @@ pub async fn digests(
     projection: &dyn Projection,
     generation: &Generation,
 ) -> Result<Vec<TableDigest>, ProjectionError> {
+    let mut conn = pool.acquire().await?;
+    digests_on(&mut conn, projection, generation).await
+}
+
+async fn digests_on(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    generation: &Generation,
+) -> Result<Vec<TableDigest>, ProjectionError> {
     let mut out = Vec::new();
     for table in projection.tables().iter().copied().chain(["_stream_versions"]) {
         let row = sqlx::query(AssertSqlSafe(format!(
@@ -29,9 +38,77 @@ pub async fn digests(
              FROM (SELECT to_jsonb(t)::text AS x FROM {}.{table} t) rows",
             generation.schema
         )))
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
         out.push(TableDigest { table: table.to_string(), rows: row.try_get("n")?, digest: row.try_get("digest")? });
     }
     Ok(out)
+}
+
+/// How a new generation compares with the one it replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Comparison {
+    /// Both had consumed exactly the same records, and every table is identical.
+    Identical {
+        /// Rows compared, over all tables.
+        rows: i64,
+        /// The position both had applied.
+        through: i64,
+    },
+    /// Both had consumed the same records, and these tables differ (expected when the
+    /// projection's code changed; a bug otherwise).
+    Differs(Vec<TableDifference>),
+    /// They never stood at the same point while compared (writes kept coming).
+    NotComparable(String),
+}
+
+/// One table that differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDifference {
+    /// The table.
+    pub table: String,
+    /// Rows in the old generation.
+    pub old_rows: i64,
+    /// Rows in the new one.
+    pub new_rows: i64,
+}
+
+/// Compares two generations in one snapshot, if both have consumed the same records.
+pub async fn compare(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    old: &Generation,
+    new: &Generation,
+) -> Result<Option<Comparison>, ProjectionError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
+    let marks = |g: &Generation| {
+        sqlx::query_as::<_, (i32, i64, i64)>(
+            "SELECT partition, next_offset, last_position FROM projections.checkpoints \
+             WHERE name = $1 AND generation = $2 AND topic = $3 AND next_offset > 0 ORDER BY partition",
+        )
+        .bind(g.name.clone())
+        .bind(g.generation)
+        .bind(g.topic.clone())
+    };
+    let a = marks(old).fetch_all(&mut *tx).await?;
+    let b = marks(new).fetch_all(&mut *tx).await?;
+    if a != b {
+        return Ok(None);
+    }
+    let through = a.iter().map(|m| m.2).max().unwrap_or(0);
+    let old_d = digests_on(&mut tx, projection, old).await?;
+    let new_d = digests_on(&mut tx, projection, new).await?;
+    tx.commit().await?;
+    let differ: Vec<TableDifference> = old_d
+        .iter()
+        .zip(&new_d)
+        .filter(|(x, y)| x != y)
+        .map(|(x, y)| TableDifference { table: x.table.clone(), old_rows: x.rows, new_rows: y.rows })
+        .collect();
+    Ok(Some(if differ.is_empty() {
+        Comparison::Identical { rows: new_d.iter().map(|d| d.rows).sum(), through }
+    } else {
+        Comparison::Differs(differ)
+    }))
 }

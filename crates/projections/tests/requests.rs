@@ -23,7 +23,7 @@ use kefu_domain::{
 };
 use kefu_projections::{
     Projection, progress, registry, request_audit,
-    runner::{ProjectionRunner, RunnerOptions, rebuild},
+    runner::{ProjectionRunner, RunnerOptions, SwitchPolicy, rebuild},
     service_requests::{self as sr, BacklogFilter, BacklogOrder, ComplianceDimension},
     verify,
 };
@@ -452,7 +452,8 @@ async fn backlog_compliance_and_trail_follow_the_story_and_rebuilds_equal_them()
     // Rebuilt from the log, both read models equal the live ones, row for row.
     for p in projections() {
         let live = registry::active(&db.pool, p.name()).await?.unwrap();
-        let report = rebuild(&db.pool, &bus, p.clone(), &RunnerOptions::default(), |_| {}).await?;
+        let report =
+            rebuild(&db.pool, &bus, p.clone(), &RunnerOptions::default(), SwitchPolicy::Always, |_| {}).await?;
         let old = registry::get(&db.pool, p.name(), live.generation).await?.unwrap();
         assert_eq!(
             verify::digests(&db.pool, &*p, &old).await?,

@@ -26,7 +26,7 @@ use kefu_domain::{
 use kefu_projections::{
     Projection, customer360, progress,
     registry::{self, Status},
-    runner::{ProjectionRunner, RunnerOptions, rebuild},
+    runner::{ProjectionRunner, RunnerOptions, SwitchPolicy, rebuild},
     verify,
 };
 use kefu_store::{PgEventStore, migrate};
@@ -263,7 +263,7 @@ async fn a_rebuild_equals_the_live_projection_and_takes_over() -> anyhow::Result
     caught_up(&w).await?;
     let live = registry::active(&w.pool, customer360::NAME).await?.unwrap();
 
-    let report = rebuild(&w.pool, &w.bus, projection(), &options(), |_| {}).await?;
+    let report = rebuild(&w.pool, &w.bus, projection(), &options(), SwitchPolicy::Always, |_| {}).await?;
     assert_eq!(report.replaced, Some(live.generation));
     assert_eq!(report.generation.status, Status::Active);
     let live_after = registry::get(&w.pool, customer360::NAME, live.generation).await?.unwrap();
@@ -282,6 +282,69 @@ async fn a_rebuild_equals_the_live_projection_and_takes_over() -> anyhow::Result
     drop(tx);
     projector.stop().await;
     relay.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rebuild_while_writes_continue_loses_nothing() -> anyhow::Result<()> {
+    let w = world().await?;
+    let relay = run_relay(&w);
+    let projector = run_projector(&w);
+    for _ in 0..3 {
+        story(&w, 3).await?;
+    }
+    caught_up(&w).await?;
+    let w = std::sync::Arc::new(w);
+    // Customers keep arriving during the whole rebuild.
+    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+    let writer = {
+        let w = w.clone();
+        tokio::spawn(async move {
+            let mut written = 0usize;
+            loop {
+                story(&w, 2).await?;
+                written += 1;
+                if stop_rx.try_recv().is_ok() {
+                    return anyhow::Ok(written);
+                }
+            }
+        })
+    };
+    let report = rebuild(&w.pool, &w.bus, projection(), &options(), SwitchPolicy::Always, |_| {}).await?;
+    assert!(report.switched);
+    assert!(
+        matches!(
+            report.comparison,
+            Some(verify::Comparison::Identical { .. }) | Some(verify::Comparison::NotComparable(_))
+        ),
+        "{:?}",
+        report.comparison
+    );
+    let _ = stop_tx.send(());
+    let written = writer.await??;
+    assert!(written >= 1);
+    caught_up(&w).await?;
+
+    // Every customer and contact in the log is in the new generation, counted once.
+    let (customers, contacts): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE event_type = 'CustomerRegistered'), \
+                count(*) FILTER (WHERE event_type = 'InteractionLogged') FROM event_store.events",
+    )
+    .fetch_one(&w.pool)
+    .await?;
+    let active = registry::active(&w.pool, customer360::NAME).await?.unwrap();
+    assert_eq!(active.generation, report.generation.generation);
+    let (rows, counted): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*), coalesce(sum(interaction_count), 0)::bigint FROM {}.customers",
+        active.schema
+    )))
+    .fetch_one(&w.pool)
+    .await?;
+    assert_eq!((rows, counted), (customers, contacts));
+    let w = std::sync::Arc::try_unwrap(w).map_err(|_| anyhow::anyhow!("world still shared"))?;
+    projector.stop().await;
+    relay.stop().await;
+    drop(w);
     Ok(())
 }
 

@@ -59,7 +59,11 @@ fn agent() -> CommandMeta {
 async fn scheduler(url: &str) -> anyhow::Result<Running> {
     let pool = PgPool::connect(url).await?;
     let commands = CommandService::new(Arc::new(PgEventStore::new(pool.clone())));
-    let s = Scheduler::new(pool, commands, SchedulerOptions { interval: Duration::from_millis(150), batch: 7 });
+    let s = Scheduler::new(
+        pool,
+        commands,
+        SchedulerOptions { interval: Duration::from_millis(150), batch: 7, ..SchedulerOptions::default() },
+    );
     Ok(Running::spawn(move |rx| async move {
         s.run(async {
             let _ = rx.await;

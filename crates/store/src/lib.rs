@@ -5,6 +5,8 @@
 //!   command journal, dense commit-ordered global positions (see `migrations/0001`);
 //! - [`relay_state`]: what the relay reads (the log after a position) and writes (its cursor
 //!   and per-partition offsets), and its leadership lock;
+//! - [`history`]: filtered pages of the log and causal trees, for export and tracing;
+//! - [`integrity`]: the hash chain written with every append, anchors, verification;
 //! - [`migrate`]: embedded migrations, each crate with its own history table;
 //! - [`connect`]: a lazily connecting pool, so processes start while the database is down
 //!   and recover when it returns.
@@ -14,6 +16,8 @@ use std::time::Duration;
 use kefu_app::StoreError;
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
+pub mod history;
+pub mod integrity;
 pub mod migrate;
 mod pg;
 pub mod relay_state;

@@ -37,7 +37,13 @@ pub fn embedded(schema: &'static str, migrations: &[(i64, &'static str, &'static
 
 /// The event store's migrations.
 pub fn event_store() -> Migrator {
-    embedded("event_store", &[(1, "event store", include_str!("../migrations/0001_event_store.sql"))])
+    embedded(
+        "event_store",
+        &[
+            (1, "event store", include_str!("../migrations/0001_event_store.sql")),
+            (2, "integrity", include_str!("../migrations/0002_integrity.sql")),
+        ],
+    )
 }
 
 /// Applies the event store's migrations.
@@ -45,5 +51,11 @@ pub async fn run(pool: &PgPool) -> Result<(), StoreError> {
     event_store().run(pool).await.map_err(|e| match e {
         sqlx::migrate::MigrateError::Execute(e) => db_error(e),
         other => StoreError::Database(format!("event store migration failed: {other}")),
-    })
+    })?;
+    // History recorded before the chain existed gets its hashes once.
+    let chained = crate::integrity::backfill(pool).await?;
+    if chained > 0 {
+        tracing::info!(streams = chained, "chained the hashes of earlier history");
+    }
+    Ok(())
 }

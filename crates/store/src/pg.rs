@@ -88,6 +88,16 @@ impl PgEventStore {
         row.as_ref().map(event_from_row).transpose()
     }
 
+    /// The events at these global positions (missing ones are left out), in position order.
+    pub async fn events_at(&self, positions: &[i64]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM event_store.events WHERE global_position = ANY($1) ORDER BY global_position"
+        );
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(positions).fetch_all(&self.pool).await.map_err(db_error)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     async fn journalled(&self, command_id: Uuid) -> Result<Option<JournalledCommand>, StoreError> {
         let row = sqlx::query(
             "SELECT command_type, stream_id, payload, outcome FROM event_store.commands \
@@ -321,6 +331,7 @@ impl PgEventStore {
         .execute(&mut **tx)
         .await
         .map_err(db_error)?;
+        crate::integrity::chain_stream(tx, part.stream_id).await?;
         sqlx::query("UPDATE event_store.streams SET version = $2, updated_at = $3 WHERE stream_id = $1")
             .bind(part.stream_id)
             .bind(version + n)

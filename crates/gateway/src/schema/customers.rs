@@ -454,9 +454,19 @@ impl CustomerQuery {
         #[graphql(desc = "`Customer:<uuid>` or the bare UUID.")] id: ID,
         #[graphql(desc = "Wait (bounded) until the view reflects this position, e.g. a mutation's `globalPosition`.")]
         min_position: Option<GlobalPosition>,
+        #[graphql(desc = "The customer as they were at this point, folded from their events in the event store \
+                          (their file and contact figures; lists under it show the present).")]
+        as_of: Option<super::history::AsOf>,
     ) -> Result<Option<Customer>> {
         common::actor(ctx)?;
         let id = common::parse_id("Customer", "id", &id).map_err(|e| errors::domain(e, ""))?;
+        if let Some(as_of) = as_of {
+            let cutoff = as_of.cutoff("asOf")?;
+            let events = kefu_store::history::customer_as_of(&common::state(ctx).pool, id, cutoff)
+                .await
+                .map_err(super::history::store_error)?;
+            return Ok(customer360::fold_view(&events).map_err(errors::projection)?.map(Customer));
+        }
         common::wait_for(ctx, customer360::NAME, min_position).await?;
         load(ctx, id).await
     }

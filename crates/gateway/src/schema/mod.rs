@@ -5,6 +5,7 @@ use async_graphql::{EmptySubscription, MergedObject, Schema};
 pub mod common;
 pub mod config;
 pub mod customers;
+pub mod history;
 pub mod interactions;
 pub mod ops;
 pub mod requests;
@@ -22,6 +23,7 @@ pub struct Query(
     config::ConfigQuery,
     satisfaction::SatisfactionQuery,
     ops::OpsQuery,
+    history::HistoryQuery,
 );
 
 /// All mutations.

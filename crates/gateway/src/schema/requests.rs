@@ -545,6 +545,12 @@ pub struct HistoryEntry {
     pub related_request_id: Option<Uuid>,
     /// The event itself (proto3 JSON of its message).
     pub payload: Json<serde_json::Value>,
+    /// SHA-256 of the event chained to the previous one of the request (hex), recomputed
+    /// from the event store now.
+    pub hash: Option<String>,
+    /// True when this step and every earlier one still match their recorded hashes: it was
+    /// not altered after the fact.
+    pub verified: bool,
 }
 
 /// Who acted.
@@ -564,9 +570,15 @@ async fn load_history(ctx: &Context<'_>, id: Uuid) -> Result<Vec<HistoryEntry>> 
     let mut tx =
         kefu_projections::read(&common::state(ctx).pool, request_audit::NAME).await.map_err(errors::projection)?;
     let entries = request_audit::history(&mut tx, id).await.map_err(errors::projection)?;
+    drop(tx);
+    let (_, chain) = super::history::verify_stream(ctx, id).await?;
+    let chain: std::collections::HashMap<i64, (String, bool)> =
+        chain.into_iter().map(|(p, h, ok)| (p, (h, ok))).collect();
     Ok(entries
         .into_iter()
         .map(|h| HistoryEntry {
+            hash: chain.get(&h.global_position).map(|c| c.0.clone()),
+            verified: chain.get(&h.global_position).is_some_and(|c| c.1),
             version: h.stream_version,
             global_position: GlobalPosition(h.global_position),
             event_id: h.event_id,
@@ -809,9 +821,19 @@ impl RequestQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "`ServiceRequest:<uuid>` or the bare UUID.")] id: ID,
         #[graphql(desc = "Wait (bounded) until the view reflects this position.")] min_position: Option<GlobalPosition>,
+        #[graphql(desc = "The request as it was at this point, folded from its events in the event store.")]
+        as_of: Option<super::history::AsOf>,
     ) -> Result<Option<ServiceRequest>> {
         common::actor(ctx)?;
         let id = common::parse_id("ServiceRequest", "id", &id).map_err(|e| errors::domain(e, ""))?;
+        if let Some(as_of) = as_of {
+            let cutoff = as_of.cutoff("asOf")?;
+            let events = kefu_store::history::stream_as_of(&common::state(ctx).pool, id, cutoff)
+                .await
+                .map_err(super::history::store_error)?;
+            let view = read::fold_view(&events).map_err(errors::projection)?;
+            return Ok(view.and_then(ServiceRequest::new));
+        }
         common::wait_for(ctx, read::NAME, min_position).await?;
         load(ctx, id).await
     }
@@ -881,11 +903,23 @@ impl RequestQuery {
         #[graphql(desc = "Wait (bounded) until the trail reflects this position.")] min_position: Option<
             GlobalPosition,
         >,
+        #[graphql(desc = "Only the steps known at this point (a business time, a recorded time or a position).")]
+        as_of: Option<super::history::AsOf>,
     ) -> Result<Vec<HistoryEntry>> {
         common::actor(ctx)?;
         let id = common::parse_id("ServiceRequest", "id", &id).map_err(|e| errors::domain(e, ""))?;
+        let cutoff = as_of.map(|a| a.cutoff("asOf")).transpose()?;
         common::wait_for(ctx, request_audit::NAME, min_position).await?;
-        load_history(ctx, id).await
+        let mut entries = load_history(ctx, id).await?;
+        if let Some(c) = cutoff {
+            use kefu_store::history::Cutoff;
+            entries.retain(|e| match c {
+                Cutoff::Position(p) => e.global_position.0 <= p,
+                Cutoff::Recorded(t) => e.recorded_at <= t,
+                Cutoff::Business(t) => e.occurred_at <= t,
+            });
+        }
+        Ok(entries)
     }
 
     /// SLA compliance of clocks due in the range: hit, missed and percent per metric and group.

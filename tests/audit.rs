@@ -206,6 +206,45 @@ async fn time_travel_export_and_a_tamper_evident_history() -> Result<()> {
     );
     assert!(out(&o).contains(&format!("verified {head} records")), "{}", out(&o));
 
+    // Someone who can produce to the topic slips in a forged copy of the registration.
+    let original = store.iter().find(|e| e.event_type == "CustomerRegistered").unwrap();
+    let mut forged = original.clone();
+    forged.payload["name"] = json!("韩梅梅（伪）");
+    let bytes = kefu_contract::Contract::get().encode(&forged)?;
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kefu_testkit::brokers()?)
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    let key = original.partition_key().to_string();
+    producer.send(rdkafka::producer::BaseRecord::to(&stack.topic).key(&key).payload(&bytes)).map_err(|(e, _)| e)?;
+    rdkafka::producer::Producer::flush(&producer, std::time::Duration::from_secs(10))?;
+    // A real event of the same customer lands after it, so the relay's record of what it
+    // wrote covers the forged record.
+    let p = mutate(
+        &stack,
+        "logInteraction",
+        "LogInteractionInput",
+        json!({"customerId": customer, "channel": "EMAIL", "direction": "INBOUND", "summary": "再次咨询"}),
+    )
+    .await?;
+    kefu_testkit::eventually(std::time::Duration::from_secs(30), "the relay publishes", || async {
+        let cursor: Option<i64> = sqlx::query_scalar("SELECT position FROM event_store.relay_cursor WHERE topic = $1")
+            .bind(&stack.topic)
+            .fetch_optional(&stack.db.pool)
+            .await?;
+        anyhow::Ok(cursor.filter(|c| *c >= p))
+    })
+    .await?;
+    let o = kefu(&stack, &["audit", "verify"])?;
+    assert_eq!(o.status.code(), Some(3), "{}", out(&o));
+    assert!(out(&o).contains("event store: verified"), "{}", out(&o));
+    assert!(
+        out(&o).contains(&format!("global position {} (event {}", original.global_position, original.event_id))
+            && out(&o).contains("differs from the stored event"),
+        "{}",
+        out(&o)
+    );
+
     // Someone with database superpowers rewrites the root cause of the resolution.
     let resolved = store.iter().find(|e| e.event_type == "RequestResolved").unwrap();
     sqlx::query("ALTER TABLE event_store.events DISABLE TRIGGER events_append_only").execute(&stack.db.pool).await?;

@@ -112,14 +112,6 @@ pub async fn verify_topic(
                     );
                     continue;
                 };
-                if let Some(prev) = last_position.insert(raw.partition, p)
-                    && prev >= p
-                {
-                    keep_first(
-                        &mut out.first_mismatch,
-                        at(p, Some(original), format!("{here} comes after position {prev} in its partition")),
-                    );
-                }
                 let expected = contract.encode(original)?;
                 if expected != raw.value {
                     keep_first(
@@ -130,7 +122,17 @@ pub async fn verify_topic(
                             format!("{here} differs from the stored event (the Kafka copy was altered)"),
                         ),
                     );
-                } else if raw.key != original.partition_key().to_string().as_bytes()
+                    continue;
+                }
+                if let Some(prev) = last_position.insert(raw.partition, p)
+                    && prev >= p
+                {
+                    keep_first(
+                        &mut out.first_mismatch,
+                        at(p, Some(original), format!("{here} comes after position {prev} in its partition")),
+                    );
+                }
+                if raw.key != original.partition_key().to_string().as_bytes()
                     || partition_for(&raw.key, partitions) != raw.partition
                 {
                     keep_first(

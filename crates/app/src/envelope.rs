@@ -98,10 +98,15 @@ impl RecordedEvent {
 
     /// The event with its payload at the current version of its type (what Kafka carries and
     /// exports contain).
-    pub fn upcast(&self) -> Result<RecordedEvent, kefu_domain::upcast::UpcastError> {
+    /// Borrows the event when it is already current (the usual case: no copy on the relay's
+    /// path).
+    pub fn upcast(&self) -> Result<std::borrow::Cow<'_, RecordedEvent>, kefu_domain::upcast::UpcastError> {
+        if self.schema_version == kefu_domain::upcast::current_version(&self.event_type) {
+            return Ok(std::borrow::Cow::Borrowed(self));
+        }
         let (version, payload) =
             kefu_domain::upcast::upcast(&self.event_type, self.schema_version, self.payload.clone())?;
-        Ok(RecordedEvent { schema_version: version, payload, ..self.clone() })
+        Ok(std::borrow::Cow::Owned(RecordedEvent { schema_version: version, payload, ..self.clone() }))
     }
 }
 

@@ -35,17 +35,6 @@ pub struct TopicVerification {
     pub first_mismatch: Option<Mismatch>,
 }
 
-fn at(position: i64, e: Option<&RecordedEvent>, problem: String) -> Mismatch {
-    Mismatch {
-        global_position: position,
-        event_id: e.map(|e| e.event_id),
-        stream_id: e.map(|e| e.stream_id),
-        stream_version: e.map(|e| e.stream_version),
-        event_type: e.map(|e| e.event_type.clone()),
-        problem,
-    }
-}
-
 fn keep_first(slot: &mut Option<Mismatch>, m: Mismatch) {
     if slot.as_ref().is_none_or(|s| m.global_position < s.global_position) {
         *slot = Some(m);
@@ -87,14 +76,11 @@ pub async fn verify_topic(
                 Ok(event) => batch.push((raw, event)),
                 Err(e) => keep_first(
                     &mut out.first_mismatch,
-                    Mismatch {
-                        global_position: 0,
-                        event_id: None,
-                        stream_id: None,
-                        stream_version: None,
-                        event_type: None,
-                        problem: format!("partition {} offset {}: not a kefu envelope: {e}", raw.partition, raw.offset),
-                    },
+                    Mismatch::at(
+                        0,
+                        None,
+                        format!("partition {} offset {}: not a kefu envelope: {e}", raw.partition, raw.offset),
+                    ),
                 ),
             }
         }
@@ -108,7 +94,7 @@ pub async fn verify_topic(
                 let Some(original) = stored.get(&p) else {
                     keep_first(
                         &mut out.first_mismatch,
-                        at(p, Some(&event), format!("{here} carries a position the store does not have")),
+                        Mismatch::at(p, Some(&event), format!("{here} carries a position the store does not have")),
                     );
                     continue;
                 };
@@ -116,7 +102,7 @@ pub async fn verify_topic(
                 if expected != raw.value {
                     keep_first(
                         &mut out.first_mismatch,
-                        at(
+                        Mismatch::at(
                             p,
                             Some(original),
                             format!("{here} differs from the stored event (the Kafka copy was altered)"),
@@ -129,7 +115,7 @@ pub async fn verify_topic(
                 {
                     keep_first(
                         &mut out.first_mismatch,
-                        at(p, Some(original), format!("{here} comes after position {prev} in its partition")),
+                        Mismatch::at(p, Some(original), format!("{here} comes after position {prev} in its partition")),
                     );
                 }
                 if raw.key != original.partition_key().to_string().as_bytes()
@@ -137,7 +123,7 @@ pub async fn verify_topic(
                 {
                     keep_first(
                         &mut out.first_mismatch,
-                        at(p, Some(original), format!("{here} has the wrong key or partition")),
+                        Mismatch::at(p, Some(original), format!("{here} has the wrong key or partition")),
                     );
                 }
                 if let Some(s) = seen.get_mut(p as usize) {
@@ -155,7 +141,7 @@ pub async fn verify_topic(
         let original = store.event_at(p).await?;
         keep_first(
             &mut out.first_mismatch,
-            at(p, original.as_ref(), "published, but not on the topic (the Kafka copy lost it)".into()),
+            Mismatch::at(p, original.as_ref(), "published, but not on the topic (the Kafka copy lost it)"),
         );
     }
     Ok(out)

@@ -105,7 +105,7 @@ struct Round {
 
 fn headers(event: &RecordedEvent) -> OwnedHeaders {
     // The version the value carries (older payloads are upcast on the way out).
-    let version = event.upcast().map(|e| e.schema_version).unwrap_or(event.schema_version).to_string();
+    let version = kefu_domain::upcast::current_version(&event.event_type).max(event.schema_version).to_string();
     let position = event.global_position.to_string();
     OwnedHeaders::new_with_capacity(4)
         .insert(Header { key: "kefu-event-type", value: Some(event.event_type.as_str()) })

@@ -109,9 +109,9 @@ pub enum Axis {
 }
 
 fn check_types(types: &[String]) -> anyhow::Result<()> {
-    let known = kefu_contract::Contract::get().event_types();
-    if let Some(bad) = types.iter().find(|t| !known.contains(&t.as_str())) {
-        anyhow::bail!("--type {bad}: no such event type; known: {}", known.join(", "));
+    let contract = kefu_contract::Contract::get();
+    if let Some((_, bad)) = contract.unknown_event_type(types) {
+        anyhow::bail!("--type {bad}: no such event type; known: {}", contract.event_types().join(", "));
     }
     Ok(())
 }
@@ -162,19 +162,9 @@ pub const CSV_COLUMNS: [&str; 17] = [
     "payload",
 ];
 
-fn csv_field(out: &mut String, value: &str) {
-    if value.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        out.push_str(&value.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(value);
-    }
-}
-
-fn csv_row(e: &RecordedEvent) -> String {
+fn csv_fields(e: &RecordedEvent) -> [String; 17] {
     let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let fields = [
+    [
         e.global_position.to_string(),
         e.event_id.to_string(),
         e.event_type.clone(),
@@ -192,16 +182,7 @@ fn csv_row(e: &RecordedEvent) -> String {
         e.causation_id.to_string(),
         e.command_id.to_string(),
         e.payload.to_string(),
-    ];
-    let mut out = String::with_capacity(256);
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        csv_field(&mut out, f);
-    }
-    out.push('\n');
-    out
+    ]
 }
 
 /// The event as a consumer of the topic sees it: encoded with `proto/` and decoded back.
@@ -211,16 +192,42 @@ fn through_proto(e: &RecordedEvent) -> anyhow::Result<RecordedEvent> {
     Ok(contract.decode(&bytes)?)
 }
 
-fn line(e: &RecordedEvent, format: Format) -> anyhow::Result<String> {
-    let decoded = through_proto(e)?;
-    Ok(match format {
-        Format::Jsonl => {
-            let mut s = serde_json::to_string(&decoded)?;
-            s.push('\n');
-            s
+/// Where exported events go, in their format.
+enum Sink {
+    Jsonl(BufWriter<Box<dyn Write>>),
+    Csv(Box<csv::Writer<Box<dyn Write>>>),
+}
+
+impl Sink {
+    fn new(format: Format, out: Box<dyn Write>) -> anyhow::Result<Sink> {
+        Ok(match format {
+            Format::Jsonl => Sink::Jsonl(BufWriter::with_capacity(1 << 16, out)),
+            Format::Csv => {
+                let mut w = csv::Writer::from_writer(out);
+                w.write_record(CSV_COLUMNS)?;
+                Sink::Csv(Box::new(w))
+            }
+        })
+    }
+
+    fn write(&mut self, e: &RecordedEvent) -> anyhow::Result<()> {
+        let decoded = through_proto(e)?;
+        match self {
+            Sink::Jsonl(w) => {
+                serde_json::to_writer(&mut *w, &decoded)?;
+                w.write_all(b"\n")?;
+            }
+            Sink::Csv(w) => w.write_record(csv_fields(&decoded))?,
         }
-        Format::Csv => csv_row(&decoded),
-    })
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Jsonl(w) => w.flush(),
+            Sink::Csv(w) => w.flush(),
+        }
+    }
 }
 
 /// Runs an events command.
@@ -287,17 +294,14 @@ async fn export(
         }
         None => Box::new(std::io::stdout().lock()),
     };
-    let mut out = BufWriter::with_capacity(1 << 16, sink);
-    if format == Format::Csv {
-        writeln!(out, "{}", CSV_COLUMNS.join(","))?;
-    }
+    let mut out = Sink::new(format, sink)?;
     let (mut after, mut written) = (0i64, 0u64);
     loop {
         let page = kefu_store::history::page(pool, &filter, after, 1000).await?;
         let Some(last) = page.last() else { break };
         after = last.global_position;
         for e in &page {
-            out.write_all(line(e, format)?.as_bytes())?;
+            out.write(e)?;
         }
         written += page.len() as u64;
         progress.update(written);
@@ -346,13 +350,10 @@ mod tests {
 
     #[test]
     fn csv_fields_are_quoted_only_when_needed() {
-        let mut s = String::new();
-        csv_field(&mut s, "plain");
-        s.push(',');
-        csv_field(&mut s, r#"{"a":"x,y"}"#);
-        s.push(',');
-        csv_field(&mut s, "two\nlines");
-        assert_eq!(s, "plain,\"{\"\"a\"\":\"\"x,y\"\"}\",\"two\nlines\"");
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(["plain", r#"{"a":"x,y"}"#, "two\nlines"]).unwrap();
+        let s = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(s, "plain,\"{\"\"a\"\":\"\"x,y\"\"}\",\"two\nlines\"\n");
     }
 
     #[test]

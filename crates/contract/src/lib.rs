@@ -99,6 +99,11 @@ impl Contract {
         v
     }
 
+    /// The first name in `types` that is not an event type, with its index (for filters).
+    pub fn unknown_event_type<'a>(&self, types: &'a [String]) -> Option<(usize, &'a str)> {
+        types.iter().enumerate().find(|(_, t)| !self.members.contains_key(t.as_str())).map(|(i, t)| (i, t.as_str()))
+    }
+
     /// The message descriptor of an event type's payload.
     pub fn payload_descriptor(&self, event_type: &str) -> Result<MessageDescriptor, ContractError> {
         match self.members.get(event_type).map(FieldDescriptor::kind) {
@@ -125,7 +130,7 @@ impl Contract {
             event_type: event.event_type.clone(),
             reason: e.to_string(),
         })?;
-        let event = &upcast;
+        let event = upcast.as_ref();
         let member = self
             .members
             .get(&event.event_type)

@@ -267,7 +267,9 @@ pub fn fold_view(events: &[RecordedEvent]) -> Result<Option<RequestView>, Projec
         v.breached = derived.breached;
         v.last_position = e.global_position;
         v.version = e.stream_version;
-        v.state = state.clone();
+    }
+    if let Some(v) = view.as_mut() {
+        v.state = state;
     }
     Ok(view)
 }

@@ -131,6 +131,15 @@ pub enum Cutoff {
 }
 
 impl Cutoff {
+    /// Whether an event at this position and these times is within the cutoff.
+    pub fn includes(self, global_position: i64, recorded_at: DateTime<Utc>, occurred_at: DateTime<Utc>) -> bool {
+        match self {
+            Cutoff::Position(p) => global_position <= p,
+            Cutoff::Recorded(t) => recorded_at <= t,
+            Cutoff::Business(t) => occurred_at <= t,
+        }
+    }
+
     fn sql(self) -> &'static str {
         match self {
             Cutoff::Position(_) => "global_position <= $2",

@@ -260,15 +260,22 @@ pub struct StoreVerification {
     pub first_mismatch: Option<Mismatch>,
 }
 
-fn mismatch(e: &RecordedEvent, problem: impl Into<String>) -> Mismatch {
-    Mismatch {
-        global_position: e.global_position,
-        event_id: Some(e.event_id),
-        stream_id: Some(e.stream_id),
-        stream_version: Some(e.stream_version),
-        event_type: Some(e.event_type.clone()),
-        problem: problem.into(),
+impl Mismatch {
+    /// A problem at `position`, naming the stored event there when there is one.
+    pub fn at(position: i64, event: Option<&RecordedEvent>, problem: impl Into<String>) -> Mismatch {
+        Mismatch {
+            global_position: position,
+            event_id: event.map(|e| e.event_id),
+            stream_id: event.map(|e| e.stream_id),
+            stream_version: event.map(|e| e.stream_version),
+            event_type: event.map(|e| e.event_type.clone()),
+            problem: problem.into(),
+        }
     }
+}
+
+fn mismatch(e: &RecordedEvent, problem: impl Into<String>) -> Mismatch {
+    Mismatch::at(e.global_position, Some(e), problem)
 }
 
 /// Checks every stored event against its chain and every anchor, in global order, reading in
@@ -317,14 +324,8 @@ pub async fn verify_store(
         for row in &rows {
             let e = event_from_row(row)?;
             if e.global_position != at + 1 {
-                out.first_mismatch = Some(Mismatch {
-                    global_position: at + 1,
-                    event_id: None,
-                    stream_id: None,
-                    stream_version: None,
-                    event_type: None,
-                    problem: "the event at this position is missing from the log".into(),
-                });
+                out.first_mismatch =
+                    Some(Mismatch::at(at + 1, None, "the event at this position is missing from the log"));
                 break 'scan;
             }
             at = e.global_position;

@@ -48,14 +48,21 @@ pub fn event_store() -> Migrator {
 
 /// Applies the event store's migrations.
 pub async fn run(pool: &PgPool) -> Result<(), StoreError> {
+    // Every append since the chain exists is chained; only history from before it needs a
+    // backfill, once, right after the migration that creates it (not on every start).
+    let chain_existed: bool = sqlx::query_scalar("SELECT to_regclass('event_store.event_hashes') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .map_err(db_error)?;
     event_store().run(pool).await.map_err(|e| match e {
         sqlx::migrate::MigrateError::Execute(e) => db_error(e),
         other => StoreError::Database(format!("event store migration failed: {other}")),
     })?;
-    // History recorded before the chain existed gets its hashes once.
-    let chained = crate::integrity::backfill(pool).await?;
-    if chained > 0 {
-        tracing::info!(streams = chained, "chained the hashes of earlier history");
+    if !chain_existed {
+        let chained = crate::integrity::backfill(pool).await?;
+        if chained > 0 {
+            tracing::info!(streams = chained, "chained the hashes of earlier history");
+        }
     }
     Ok(())
 }

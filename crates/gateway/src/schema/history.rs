@@ -238,8 +238,7 @@ impl HistoryQuery {
         if !(1..=1000).contains(&first) {
             return Err(errors::invalid("first", "between 1 and 1000"));
         }
-        let known = kefu_contract::Contract::get().event_types();
-        if let Some((i, bad)) = filter.event_types.iter().enumerate().find(|(_, t)| !known.contains(&t.as_str())) {
+        if let Some((i, bad)) = kefu_contract::Contract::get().unknown_event_type(&filter.event_types) {
             return Err(errors::invalid(format!("filter.eventTypes[{i}]"), format!("no event type `{bad}`")));
         }
         if let (Some(from), Some(to)) = (filter.from, filter.to)

@@ -912,12 +912,7 @@ impl RequestQuery {
         common::wait_for(ctx, request_audit::NAME, min_position).await?;
         let mut entries = load_history(ctx, id).await?;
         if let Some(c) = cutoff {
-            use kefu_store::history::Cutoff;
-            entries.retain(|e| match c {
-                Cutoff::Position(p) => e.global_position.0 <= p,
-                Cutoff::Recorded(t) => e.recorded_at <= t,
-                Cutoff::Business(t) => e.occurred_at <= t,
-            });
+            entries.retain(|e| c.includes(e.global_position.0, e.recorded_at, e.occurred_at));
         }
         Ok(entries)
     }

@@ -83,6 +83,12 @@ impl Reaction {
     }
 }
 
+/// What each reaction step records when it acts (the same whether it acts now or acted in an
+/// earlier run, so a rebuilt automation's record equals the live one).
+const SURVEY_SENT: &str = "survey sent";
+const FOLLOW_UP_OPENED: &str = "follow-up request opened";
+const FOLLOW_UP_COMPLETED: &str = "survey follow-up completed";
+
 /// Meta of a command caused by an event: derived command id, the event's business time,
 /// correlation and the event as cause.
 fn caused_by(event: &RecordedEvent, step: &str, actor: &str) -> CommandMeta {
@@ -351,7 +357,20 @@ impl CommandService {
         }
     }
 
+    /// A step already taken for this event (its derived command is journalled): what it did
+    /// then. A replay reports that instead of deciding again, since the configuration or the
+    /// data it decided on may have changed since and a different decision under the same
+    /// command id would be refused.
+    async fn taken(&self, meta: &CommandMeta, what: &str) -> Result<Option<Reaction>, AppError> {
+        let Some(id) = meta.command_id else { return Ok(None) };
+        Ok(self.store().find_command(id).await?.map(|j| Reaction::Done { what: what.into(), stream_id: j.stream_id }))
+    }
+
     async fn survey_after_service(&self, event: &RecordedEvent, trigger: SurveyTrigger) -> Result<Reaction, AppError> {
+        let meta = caused_by(event, "survey-after-service", "survey-dispatch");
+        if let Some(done) = self.taken(&meta, SURVEY_SENT).await? {
+            return Ok(done);
+        }
         let (request, _, _) = self.load_as_of::<ServiceRequest>(event.stream_id, event.global_position).await?;
         let Some(filed) = request.filed.as_ref() else { return Reaction::skipped("unknown request") };
         if filed.origin.is_some() {
@@ -387,10 +406,10 @@ impl CommandService {
             follow_up: policy.follow_up,
             require_consent: policy.require_consent,
         };
-        let meta = caused_by(event, "survey-after-service", "survey-dispatch");
         match self.send_survey_as_of(draft, meta, event.global_position).await {
             Ok(o) => {
-                Ok(Reaction::Done { what: format!("survey sent under policy {}", policy.name), stream_id: o.stream_id })
+                tracing::debug!(survey = %o.stream_id, policy = %policy.name, "survey sent under a dispatch policy");
+                Ok(Reaction::Done { what: SURVEY_SENT.into(), stream_id: o.stream_id })
             }
             Err(AppError::Domain(DomainError::AlreadyExists { .. })) => Reaction::skipped("already surveyed"),
             Err(AppError::Domain(e)) => Reaction::skipped(format!("not sent: {e}")),
@@ -403,6 +422,10 @@ impl CommandService {
         event: &RecordedEvent,
         f: &kefu_domain::survey::SurveyFollowUpOpened,
     ) -> Result<Reaction, AppError> {
+        let meta = caused_by(event, "follow-up-request", "survey-follow-up");
+        if let Some(done) = self.taken(&meta, FOLLOW_UP_OPENED).await? {
+            return Ok(done);
+        }
         let (survey, _, _) = self.load_as_of::<Survey>(event.stream_id, event.global_position).await?;
         let Some(sent) = survey.sent.as_ref() else { return Reaction::skipped("unknown survey") };
         let request_id = f.request_id.unwrap_or_else(|| follow_up_request_id(sent.survey_id));
@@ -436,9 +459,8 @@ impl CommandService {
             tags: vec![Label::parse("tags", "survey-follow-up")?],
             origin: Some(RequestOrigin { survey_id: sent.survey_id, request_id: sent.context.request_id }),
         };
-        let meta = caused_by(event, "follow-up-request", "survey-follow-up");
         match self.open_request(draft, meta).await {
-            Ok(o) => Ok(Reaction::Done { what: "follow-up request opened".into(), stream_id: o.stream_id }),
+            Ok(o) => Ok(Reaction::Done { what: FOLLOW_UP_OPENED.into(), stream_id: o.stream_id }),
             Err(AppError::Domain(DomainError::AlreadyExists { .. })) => Reaction::skipped("already opened"),
             Err(AppError::Domain(e)) => Reaction::skipped(format!("not opened: {e}")),
             Err(e) => Err(e),
@@ -446,6 +468,10 @@ impl CommandService {
     }
 
     async fn complete_follow_up_of(&self, event: &RecordedEvent) -> Result<Reaction, AppError> {
+        let meta = caused_by(event, "follow-up-done", "survey-follow-up");
+        if let Some(done) = self.taken(&meta, FOLLOW_UP_COMPLETED).await? {
+            return Ok(done);
+        }
         let (request, _, _) = self.load_as_of::<ServiceRequest>(event.stream_id, event.global_position).await?;
         let Some(origin) = request.filed.as_ref().and_then(|f| f.origin) else {
             return Reaction::skipped("not a follow-up request");
@@ -461,9 +487,8 @@ impl CommandService {
             contacted: true,
             by: request.owner.clone(),
         };
-        let meta = caused_by(event, "follow-up-done", "survey-follow-up");
         match self.survey(origin.survey_id, command, meta).await {
-            Ok(o) => Ok(Reaction::Done { what: "survey follow-up completed".into(), stream_id: o.stream_id }),
+            Ok(o) => Ok(Reaction::Done { what: FOLLOW_UP_COMPLETED.into(), stream_id: o.stream_id }),
             Err(AppError::Domain(e @ (DomainError::Rejected { .. } | DomainError::NotFound { .. }))) => {
                 Reaction::skipped(format!("follow-up not completed: {e}"))
             }

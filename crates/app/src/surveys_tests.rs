@@ -180,6 +180,15 @@ async fn a_resolved_complaint_is_surveyed_once_with_its_context() {
     let n = w.count();
     w.react_from(0).await;
     assert_eq!(w.count(), n);
+    // Nor after the policy changed (a rebuild of the automation months later): the resolution
+    // still reports the survey that was sent, rather than a new decision under the same id.
+    let mut changed = complaints();
+    changed.channel = Some(Channel::Email);
+    define(&w, changed, "2026-11-10T00:00:00Z").await;
+    let n = w.count();
+    let replayed = w.react_from(0).await;
+    assert_eq!(w.count(), n);
+    assert_eq!(replayed[from], Reaction::Done { what: "survey sent".into(), stream_id: survey_id }, "{replayed:?}");
     // The request before the policy was never surveyed.
     assert!(w.service.load::<Survey>(survey_id_for_request(before_policy)).await.unwrap().0.sent.is_none());
 }

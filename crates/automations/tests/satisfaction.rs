@@ -297,6 +297,40 @@ async fn surveys_flow_into_indices_close_the_loop_and_replay_identically() -> an
     };
     assert_eq!(service.send_survey(manual, agent("sup.wang")).await?.event_count, 1);
 
+    // A rebuild of the automation from Kafka re-decides every reaction: it records nothing
+    // twice, and its reactions table equals the live one row for row.
+    caught_up(&db.pool, kefu_automations::SURVEY_AUTOMATION).await?;
+    let head = || sqlx::query_scalar::<_, i64>("SELECT position FROM event_store.log_head").fetch_one(&db.pool);
+    let before = head().await?;
+    let live = registry::active(&db.pool, kefu_automations::SURVEY_AUTOMATION).await?.unwrap();
+    let again = kefu_automations::all(&service).remove(0);
+    let report =
+        rebuild(&db.pool, &bus, again.clone(), &RunnerOptions::default(), SwitchPolicy::Always, |_| {}).await?;
+    assert_eq!(head().await?, before, "a rebuild of the automation appended events");
+    let old = registry::get(&db.pool, kefu_automations::SURVEY_AUTOMATION, live.generation).await?.unwrap();
+    let (a, b) = (
+        verify::digests(&db.pool, &*again, &old).await?,
+        verify::digests(&db.pool, &*again, &report.generation).await?,
+    );
+    if a != b {
+        let rows = |schema: String| {
+            sqlx::query_as::<_, (String, bool, String)>(sqlx::AssertSqlSafe(format!(
+                "SELECT event_type, done, what FROM {schema}.reactions ORDER BY global_position"
+            )))
+            .fetch_all(&db.pool)
+        };
+        panic!(
+            "reactions differ:\nlive    {:?}\nrebuilt {:?}",
+            rows(old.schema.clone()).await?,
+            rows(report.generation.schema.clone()).await?
+        );
+    }
+    assert!(
+        matches!(report.comparison, Some(verify::Comparison::Identical { rows, .. }) if rows > 0),
+        "{:?}",
+        report.comparison
+    );
+
     automation.stop().await;
     projector.stop().await;
     relay.stop().await;

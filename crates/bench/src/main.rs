@@ -15,7 +15,10 @@
 //! - `relay`: the relay publishes the whole log to Kafka — events/s;
 //! - `project`: the customer 360 projector consumes the whole log — events/s;
 //! - `import`: `kefu import complaints` logic on the CFPB sample (on its own fresh database),
-//!   then again (the idempotent re-run) — rows/s and events/s.
+//!   then again (the idempotent re-run) — rows/s and events/s;
+//! - `as-of`: one customer with a long history (`--history` contacts); reads of
+//!   `customer(asOf: {position})` at random points, from snapshots (`as-of`) and folded from
+//!   the first event (`as-of-full`, what a read without snapshots costs) — reads/s, p50, p99.
 
 #![allow(clippy::print_stdout)]
 
@@ -64,6 +67,12 @@ struct Args {
     /// Rows in flight during the import.
     #[arg(long, default_value_t = 8)]
     import_concurrency: usize,
+    /// Contacts of the one customer read as of random points (0 skips the scenario).
+    #[arg(long, default_value_t = 2000)]
+    history: usize,
+    /// Reads as of random points, each way.
+    #[arg(long, default_value_t = 200)]
+    as_of_reads: usize,
 }
 
 fn actor() -> Actor {
@@ -175,7 +184,86 @@ async fn main() -> Result<()> {
     anyhow::ensure!(ok, "the projector stopped at {through} of {head}");
     report("project", head as u64, "events", project_elapsed, serde_json::json!({"includes": "consumer group join"}));
 
+    as_of(&args).await?;
     import(&args).await
+}
+
+async fn as_of(args: &Args) -> Result<()> {
+    use kefu_store::history::{self, Cutoff, Subject};
+    if args.history == 0 {
+        return Ok(());
+    }
+    let db = kefu_testkit::fresh_database().await?;
+    kefu_store::migrate::run(&db.pool).await?;
+    kefu_projections::migrate(&db.pool).await?;
+    let service = CommandService::new(Arc::new(PgEventStore::new(db.pool.clone())));
+    let (_, mut register) = examples::register_organization();
+    register.customer_id = Uuid::now_v7();
+    let id = register.customer_id;
+    service.customer(CustomerCommand::Register(register), CommandMeta::by(actor())).await?;
+    let mut positions: Vec<i64> = Vec::with_capacity(args.history);
+    for _ in 0..args.history {
+        let mut log = interactions::log_phone_call();
+        log.interaction_id = Uuid::now_v7();
+        log.customer_id = id;
+        let outcome = service.interaction(InteractionCommand::Log(log), CommandMeta::by(actor())).await?;
+        positions.extend(outcome.last_position);
+    }
+    // The same random points both ways (a fixed xorshift, so runs compare).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let points: Vec<i64> = (0..args.as_of_reads)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            positions[(x % positions.len() as u64) as usize]
+        })
+        .collect();
+    let started = Instant::now();
+    let first = kefu_projections::as_of::customer(&db.pool, id, Cutoff::Position(i64::MAX)).await?;
+    report(
+        "as-of-first",
+        1,
+        "reads",
+        started.elapsed(),
+        serde_json::json!({"events": first.events_folded, "snapshots_taken": first.snapshots_taken}),
+    );
+    let timed = |name: &'static str| (name, Vec::with_capacity(points.len()), Instant::now());
+    let (name, mut lat, started) = timed("as-of");
+    for p in &points {
+        let t = Instant::now();
+        kefu_projections::as_of::customer(&db.pool, id, Cutoff::Position(*p)).await?;
+        lat.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    lat.sort();
+    report(
+        name,
+        lat.len() as u64,
+        "reads",
+        elapsed,
+        serde_json::json!({"history": args.history,
+        "p50_ms": percentile(&lat, 0.5).as_secs_f64() * 1e3, "p99_ms": percentile(&lat, 0.99).as_secs_f64() * 1e3}),
+    );
+    let (name, mut lat, started) = timed("as-of-full");
+    for p in &points {
+        let t = Instant::now();
+        let events =
+            history::subject_events(&db.pool, Subject::Customer(id), 0, Some(Cutoff::Position(*p)), i64::MAX).await?;
+        kefu_projections::customer360::fold_view(&events)?;
+        lat.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    lat.sort();
+    report(
+        name,
+        lat.len() as u64,
+        "reads",
+        elapsed,
+        serde_json::json!({"history": args.history,
+        "p50_ms": percentile(&lat, 0.5).as_secs_f64() * 1e3, "p99_ms": percentile(&lat, 0.99).as_secs_f64() * 1e3}),
+    );
+    Ok(())
 }
 
 async fn import(args: &Args) -> Result<()> {

@@ -232,29 +232,30 @@ async fn apply_interaction(
     event: InteractionEvent,
 ) -> Result<(), ProjectionError> {
     let InteractionEvent::InteractionLogged(i) = event;
+    let v = interaction_view(e, &i);
     sqlx::query(
         "INSERT INTO interactions (interaction_id, customer_id, occurred_at, recorded_at, channel, direction, initiator, \
            mode, handled_by_id, handled_by_name, summary, tasks_handed_over, follow_up_actions, resolved_at_first_contact, \
            duration_seconds, service_request_id, recorded_by, global_position) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
-    .bind(i.interaction_id)
-    .bind(i.customer_id)
-    .bind(e.occurred_at)
-    .bind(e.recorded_at)
-    .bind(i.channel.as_str())
-    .bind(i.direction.as_str())
-    .bind(i.initiator.as_str())
-    .bind(i.mode.as_str())
-    .bind(i.handled_by.as_ref().map(|s| s.id.as_str()))
-    .bind(i.handled_by.as_ref().and_then(|s| s.name.as_ref()).map(|n| n.as_str()))
-    .bind(i.summary.as_str())
+    .bind(v.interaction_id)
+    .bind(v.customer_id)
+    .bind(v.occurred_at)
+    .bind(v.recorded_at)
+    .bind(&v.channel)
+    .bind(&v.direction)
+    .bind(&v.initiator)
+    .bind(&v.mode)
+    .bind(&v.handled_by_id)
+    .bind(&v.handled_by_name)
+    .bind(&v.summary)
     .bind(Json(&i.tasks_handed_over))
-    .bind(Json(&i.follow_up_actions))
-    .bind(i.resolved_at_first_contact)
-    .bind(i.duration_seconds.map(|d| d as i32))
-    .bind(i.service_request_id)
-    .bind(&e.actor.id)
+    .bind(Json(&v.follow_up_actions))
+    .bind(v.resolved_at_first_contact)
+    .bind(v.duration_seconds)
+    .bind(v.service_request_id)
+    .bind(&v.recorded_by)
     .bind(e.global_position)
     .execute(&mut *conn)
     .await?;
@@ -288,7 +289,7 @@ async fn apply_interaction(
 // Reading
 
 /// A customer as the 360 view has them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CustomerView {
     /// Id.
     pub customer_id: Uuid,
@@ -373,7 +374,16 @@ fn customer_from_row(row: &PgRow) -> Result<CustomerView, sqlx::Error> {
 /// log order), as the projection would show it after the last one: what `customer(asOf:)`
 /// returns. `None` before registration.
 pub fn fold_view(events: &[RecordedEvent]) -> Result<Option<CustomerView>, ProjectionError> {
-    let mut view: Option<CustomerView> = None;
+    fold_onto(None, events)
+}
+
+/// [`fold_view`] continued from the view after earlier events (a snapshot):
+/// `fold_onto(fold_view(a), b) == fold_view(a ++ b)`.
+pub fn fold_onto(
+    start: Option<CustomerView>,
+    events: &[RecordedEvent],
+) -> Result<Option<CustomerView>, ProjectionError> {
+    let mut view = start;
     for e in events {
         match e.stream_type.as_str() {
             "customer" => {
@@ -656,6 +666,30 @@ fn interaction_from_row(row: &PgRow) -> Result<InteractionView, sqlx::Error> {
         service_request_id: row.try_get("service_request_id")?,
         recorded_by: row.try_get("recorded_by")?,
     })
+}
+
+/// An interaction as the timeline shows it, from its event (what the projection stores and
+/// what `customer(asOf:) { interactions }` folds).
+pub fn interaction_view(e: &RecordedEvent, i: &kefu_domain::interaction::InteractionLogged) -> InteractionView {
+    InteractionView {
+        interaction_id: i.interaction_id,
+        customer_id: i.customer_id,
+        occurred_at: e.occurred_at,
+        recorded_at: e.recorded_at,
+        channel: i.channel.as_str().to_string(),
+        direction: i.direction.as_str().to_string(),
+        initiator: i.initiator.as_str().to_string(),
+        mode: i.mode.as_str().to_string(),
+        handled_by_id: i.handled_by.as_ref().map(|s| s.id.as_str().to_string()),
+        handled_by_name: i.handled_by.as_ref().and_then(|s| s.name.as_ref()).map(|n| n.as_str().to_string()),
+        summary: i.summary.as_str().to_string(),
+        tasks_handed_over: i.tasks_handed_over.iter().map(|t| t.as_str().to_string()).collect(),
+        follow_up_actions: i.follow_up_actions.clone(),
+        resolved_at_first_contact: i.resolved_at_first_contact,
+        duration_seconds: i.duration_seconds.map(|d| d as i32),
+        service_request_id: i.service_request_id,
+        recorded_by: e.actor.id.clone(),
+    }
 }
 
 /// One interaction.

@@ -24,6 +24,7 @@ use kefu_app::{RecordedEvent, StoreError};
 use sqlx::PgConnection;
 
 pub mod apply;
+pub mod as_of;
 pub mod customer360;
 pub mod progress;
 pub mod registry;
@@ -135,7 +136,10 @@ pub async fn read(
 pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), StoreError> {
     kefu_store::migrate::embedded(
         "projections",
-        &[(1, "projection bookkeeping", include_str!("../migrations/0001_projections.sql"))],
+        &[
+            (1, "projection bookkeeping", include_str!("../migrations/0001_projections.sql")),
+            (2, "fold snapshots", include_str!("../migrations/0002_snapshots.sql")),
+        ],
     )
     .run(pool)
     .await

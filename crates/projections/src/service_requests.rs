@@ -224,8 +224,14 @@ impl Derived {
 /// would show it after the last one: what `serviceRequest(asOf:)` returns. `None` before it
 /// was filed.
 pub fn fold_view(events: &[RecordedEvent]) -> Result<Option<RequestView>, ProjectionError> {
-    let mut state = ServiceRequest::default();
-    let mut view: Option<RequestView> = None;
+    fold_onto(None, events)
+}
+
+/// [`fold_view`] continued from the view after earlier events (a snapshot):
+/// `fold_onto(fold_view(a), b) == fold_view(a ++ b)`.
+pub fn fold_onto(start: Option<RequestView>, events: &[RecordedEvent]) -> Result<Option<RequestView>, ProjectionError> {
+    let mut view = start;
+    let mut state = view.as_mut().map(|v| std::mem::take(&mut v.state)).unwrap_or_default();
     for e in events.iter().filter(|e| e.stream_type == ServiceRequest::STREAM_TYPE) {
         let event: ServiceRequestEvent = e.decode()?;
         state.apply(&event);
@@ -443,7 +449,7 @@ pub async fn due_for_check(
 // Reading
 
 /// A request as people look at it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RequestView {
     /// The folded aggregate state (owner, clocks, reporters…).
     pub state: ServiceRequest,

@@ -142,9 +142,9 @@ impl Cutoff {
 
     fn sql(self) -> &'static str {
         match self {
-            Cutoff::Position(_) => "global_position <= $2",
-            Cutoff::Recorded(_) => "recorded_at <= $3",
-            Cutoff::Business(_) => "occurred_at <= $3",
+            Cutoff::Position(_) => "global_position <= $3",
+            Cutoff::Recorded(_) => "recorded_at <= $4",
+            Cutoff::Business(_) => "occurred_at <= $4",
         }
     }
 
@@ -156,41 +156,53 @@ impl Cutoff {
     }
 }
 
-/// One stream's events up to a cutoff, in stream order.
-pub async fn stream_as_of(pool: &PgPool, stream_id: Uuid, cutoff: Cutoff) -> Result<Vec<RecordedEvent>, StoreError> {
-    let text = format!(
-        "SELECT {EVENT_COLUMNS} FROM event_store.events WHERE stream_id = $1 AND $2::bigint IS NOT NULL \
-           AND $3::timestamptz IS NOT DISTINCT FROM $3 AND {} ORDER BY stream_version",
-        cutoff.sql()
-    );
-    let (p, t) = cutoff.binds();
-    let rows = sqlx::query(sqlx::AssertSqlSafe(text))
-        .bind(stream_id)
-        .bind(p)
-        .bind(t)
-        .fetch_all(pool)
-        .await
-        .map_err(db_error)?;
-    rows.iter().map(event_from_row).collect()
+/// Whose history a fold reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// One stream.
+    Stream(Uuid),
+    /// A customer's own stream and their interactions.
+    Customer(Uuid),
+    /// A customer's interactions.
+    CustomerInteractions(Uuid),
+    /// Every service request filed for a customer (whole streams).
+    CustomerRequests(Uuid),
 }
 
-/// A customer's own stream and their interactions up to a cutoff, in log order.
-pub async fn customer_as_of(
+/// A subject's events after global position `after`, within `cutoff` when given, in log
+/// order (which is stream order within a stream), at most `limit`.
+pub async fn subject_events(
     pool: &PgPool,
-    customer_id: Uuid,
-    cutoff: Cutoff,
+    subject: Subject,
+    after: i64,
+    cutoff: Option<Cutoff>,
+    limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    let (id, which) = match subject {
+        Subject::Stream(id) => (id, "stream_id = $1"),
+        Subject::Customer(id) => (id, "customer_id = $1 AND stream_type IN ('customer', 'interaction')"),
+        Subject::CustomerInteractions(id) => (id, "customer_id = $1 AND stream_type = 'interaction'"),
+        Subject::CustomerRequests(id) => (
+            id,
+            "stream_id IN (SELECT stream_id FROM event_store.events WHERE customer_id = $1 \
+               AND stream_type = 'service_request' AND stream_version = 1)",
+        ),
+    };
+    let cutoff = cutoff.unwrap_or(Cutoff::Position(i64::MAX));
+    // Both cutoff parameters are typed in every variant, whichever one filters.
     let text = format!(
-        "SELECT {EVENT_COLUMNS} FROM event_store.events WHERE customer_id = $1 \
-           AND stream_type IN ('customer', 'interaction') AND $2::bigint IS NOT NULL \
-           AND $3::timestamptz IS NOT DISTINCT FROM $3 AND {} ORDER BY global_position",
+        "SELECT {EVENT_COLUMNS} FROM event_store.events WHERE {which} AND global_position > $2 \
+           AND $3::bigint IS NOT NULL AND $4::timestamptz IS NOT DISTINCT FROM $4 AND {} \
+         ORDER BY global_position LIMIT $5",
         cutoff.sql()
     );
     let (p, t) = cutoff.binds();
     let rows = sqlx::query(sqlx::AssertSqlSafe(text))
-        .bind(customer_id)
+        .bind(id)
+        .bind(after)
         .bind(p)
         .bind(t)
+        .bind(limit)
         .fetch_all(pool)
         .await
         .map_err(db_error)?;

@@ -32,7 +32,28 @@ use crate::errors::{self, Validator};
 
 /// A customer file: profile, classification, contacts, account manager, consents and the
 /// history of contacts (the customer 360 view).
-pub struct Customer(pub CustomerView);
+pub struct Customer(pub CustomerView, pub Option<kefu_store::history::Cutoff>);
+
+impl Customer {
+    /// The customer as the read model has them now.
+    pub fn now(view: CustomerView) -> Self {
+        Customer(view, None)
+    }
+
+    /// The point `customer(asOf:)` reads at, for the lists under it.
+    fn as_of(&self) -> Option<kefu_store::history::Cutoff> {
+        self.1
+    }
+}
+
+/// The lists the event store cannot fold as of a time.
+fn present_only(field: &str) -> async_graphql::Error {
+    errors::invalid(
+        field,
+        "not available under customer(asOf:): surveys and satisfaction are read from the present read model; \
+         query them without asOf, or read the history with events(filter: {customerId, to})",
+    )
+}
 
 /// A postal address.
 #[derive(SimpleObject, Clone)]
@@ -295,8 +316,30 @@ impl Customer {
 
     /// Contacts per channel, most used first.
     async fn contacts_by_channel(&self, ctx: &Context<'_>) -> Result<Vec<ChannelCount>> {
-        let mut tx = read(ctx).await?;
-        let counts = customer360::channel_counts(&mut tx, self.0.customer_id).await.map_err(errors::projection)?;
+        let counts = match self.as_of() {
+            Some(cutoff) => {
+                let all = kefu_projections::as_of::interactions_of_customer(
+                    &common::state(ctx).pool,
+                    self.0.customer_id,
+                    cutoff,
+                )
+                .await
+                .map_err(errors::projection)?;
+                let mut counts: Vec<(String, i32)> = Vec::new();
+                for i in all {
+                    match counts.iter_mut().find(|(c, _)| *c == i.channel) {
+                        Some((_, n)) => *n += 1,
+                        None => counts.push((i.channel, 1)),
+                    }
+                }
+                counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                counts
+            }
+            None => {
+                let mut tx = read(ctx).await?;
+                customer360::channel_counts(&mut tx, self.0.customer_id).await.map_err(errors::projection)?
+            }
+        };
         Ok(counts
             .into_iter()
             .filter_map(|(channel, count)| {
@@ -317,11 +360,41 @@ impl Customer {
         Connection<OpaqueCursor<kefu_projections::service_requests::BacklogCursor>, super::requests::ServiceRequest>,
     > {
         let first = page_size(first)?;
-        let after = decode_cursor(after.as_deref())?;
-        let (items, more) = super::requests::of_customer(ctx, self.0.customer_id, include_closed, first, after).await?;
+        let after: Option<kefu_projections::service_requests::BacklogCursor> = decode_cursor(after.as_deref())?;
+        let (items, more) = match self.as_of() {
+            Some(cutoff) => {
+                let all =
+                    kefu_projections::as_of::requests_of_customer(&common::state(ctx).pool, self.0.customer_id, cutoff)
+                        .await
+                        .map_err(errors::projection)?;
+                let mut page: Vec<_> = all
+                    .into_iter()
+                    .filter(|v| include_closed || v.state.is_live())
+                    .filter_map(|v| {
+                        let filed = v.state.filed.as_ref()?;
+                        let cursor = kefu_projections::service_requests::BacklogCursor {
+                            rank: None,
+                            at: filed.filed_at,
+                            id: filed.request_id,
+                        };
+                        Some((v, cursor))
+                    })
+                    .filter(|(_, c)| after.as_ref().is_none_or(|a| (c.at, c.id) < (a.at, a.id)))
+                    .take(first as usize + 1)
+                    .collect();
+                let more = page.len() as i64 > first;
+                page.truncate(first as usize);
+                (page, more)
+            }
+            None => super::requests::of_customer(ctx, self.0.customer_id, include_closed, first, after).await?,
+        };
         let mut connection = Connection::new(false, more);
         for (view, cursor) in items {
-            if let Some(request) = super::requests::ServiceRequest::new(view) {
+            let request = match self.as_of() {
+                Some(cutoff) => super::requests::ServiceRequest::as_of(view, cutoff),
+                None => super::requests::ServiceRequest::new(view),
+            };
+            if let Some(request) = request {
                 connection.edges.push(Edge::new(OpaqueCursor(cursor), request));
             }
         }
@@ -331,6 +404,9 @@ impl Customer {
     /// The customer's satisfaction over time: every answered survey, oldest first, with its
     /// overall score, mean score, NPS class, effort and composite index.
     async fn satisfaction(&self, ctx: &Context<'_>) -> Result<Vec<super::satisfaction::SatisfactionPoint>> {
+        if self.as_of().is_some() {
+            return Err(present_only("satisfaction"));
+        }
         super::satisfaction::trajectory(ctx, self.0.customer_id).await
     }
 
@@ -340,6 +416,9 @@ impl Customer {
         ctx: &Context<'_>,
         #[graphql(default = 20, desc = "At most this many, 1 to 100.")] first: i32,
     ) -> Result<Vec<super::satisfaction::Survey>> {
+        if self.as_of().is_some() {
+            return Err(present_only("surveys"));
+        }
         let first = page_size(first)?;
         super::satisfaction::of_customer(ctx, self.0.customer_id, first).await
     }
@@ -353,10 +432,31 @@ impl Customer {
     ) -> Result<Connection<OpaqueCursor<TimelineCursor>, Interaction>> {
         let first = page_size(first)?;
         let after = decode_cursor::<TimelineCursor>(after.as_deref())?;
-        let mut tx = read(ctx).await?;
-        let (items, more) = customer360::timeline(&mut tx, self.0.customer_id, first, after.map(|c| (c.at, c.id)))
-            .await
-            .map_err(errors::projection)?;
+        let (items, more) = match self.as_of() {
+            Some(cutoff) => {
+                let all = kefu_projections::as_of::interactions_of_customer(
+                    &common::state(ctx).pool,
+                    self.0.customer_id,
+                    cutoff,
+                )
+                .await
+                .map_err(errors::projection)?;
+                let mut page: Vec<_> = all
+                    .into_iter()
+                    .filter(|i| after.as_ref().is_none_or(|a| (i.occurred_at, i.interaction_id) < (a.at, a.id)))
+                    .take(first as usize + 1)
+                    .collect();
+                let more = page.len() as i64 > first;
+                page.truncate(first as usize);
+                (page, more)
+            }
+            None => {
+                let mut tx = read(ctx).await?;
+                customer360::timeline(&mut tx, self.0.customer_id, first, after.map(|c| (c.at, c.id)))
+                    .await
+                    .map_err(errors::projection)?
+            }
+        };
         let mut connection = Connection::new(false, more);
         for i in items {
             let cursor = OpaqueCursor(TimelineCursor { at: i.occurred_at, id: i.interaction_id });
@@ -403,10 +503,17 @@ pub(crate) async fn read(ctx: &Context<'_>) -> Result<sqlx::Transaction<'static,
     kefu_projections::read(&common::state(ctx).pool, customer360::NAME).await.map_err(errors::projection)
 }
 
+/// A customer folded from the event store as of a point.
+pub async fn load_as_of(ctx: &Context<'_>, id: Uuid, cutoff: kefu_store::history::Cutoff) -> Result<Option<Customer>> {
+    let folded =
+        kefu_projections::as_of::customer(&common::state(ctx).pool, id, cutoff).await.map_err(errors::projection)?;
+    Ok(folded.view.map(|v| Customer(v, Some(cutoff))))
+}
+
 /// Loads a customer from the read model.
 pub async fn load(ctx: &Context<'_>, id: Uuid) -> Result<Option<Customer>> {
     let mut tx = read(ctx).await?;
-    Ok(customer360::customer(&mut tx, id).await.map_err(errors::projection)?.map(Customer))
+    Ok(customer360::customer(&mut tx, id).await.map_err(errors::projection)?.map(Customer::now))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -455,17 +562,13 @@ impl CustomerQuery {
         #[graphql(desc = "Wait (bounded) until the view reflects this position, e.g. a mutation's `globalPosition`.")]
         min_position: Option<GlobalPosition>,
         #[graphql(desc = "The customer as they were at this point, folded from their events in the event store \
-                          (their file and contact figures; lists under it show the present).")]
+                          (its lists too, except surveys and satisfaction).")]
         as_of: Option<super::history::AsOf>,
     ) -> Result<Option<Customer>> {
         common::actor(ctx)?;
         let id = common::parse_id("Customer", "id", &id).map_err(|e| errors::domain(e, ""))?;
         if let Some(as_of) = as_of {
-            let cutoff = as_of.cutoff("asOf")?;
-            let events = kefu_store::history::customer_as_of(&common::state(ctx).pool, id, cutoff)
-                .await
-                .map_err(super::history::store_error)?;
-            return Ok(customer360::fold_view(&events).map_err(errors::projection)?.map(Customer));
+            return load_as_of(ctx, id, as_of.cutoff("asOf")?).await;
         }
         common::wait_for(ctx, customer360::NAME, min_position).await?;
         load(ctx, id).await
@@ -527,7 +630,7 @@ impl CustomerQuery {
                 ReadOrder::Name => ListCursor::N(c.profile.name.as_str().to_lowercase(), c.customer_id),
                 ReadOrder::NewestFirst => ListCursor::R(c.registered_at, c.customer_id),
             };
-            connection.edges.push(Edge::new(OpaqueCursor(cursor), Customer(c)));
+            connection.edges.push(Edge::new(OpaqueCursor(cursor), Customer::now(c)));
         }
         Ok(connection)
     }

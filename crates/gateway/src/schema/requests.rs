@@ -32,13 +32,20 @@ use crate::errors::{self, Validator};
 pub struct ServiceRequest {
     view: RequestView,
     filed: kefu_domain::service_request::RequestFiled,
+    /// The point `serviceRequest(asOf:)` reads at, for the fields that read further.
+    as_of: Option<kefu_store::history::Cutoff>,
 }
 
 impl ServiceRequest {
     /// A request of the read model (which always has its filing).
     pub fn new(view: RequestView) -> Option<Self> {
         let filed = view.state.filed.clone()?;
-        Some(ServiceRequest { view, filed })
+        Some(ServiceRequest { view, filed, as_of: None })
+    }
+
+    /// A request folded as of a point.
+    pub fn as_of(view: RequestView, cutoff: kefu_store::history::Cutoff) -> Option<Self> {
+        Some(ServiceRequest { as_of: Some(cutoff), ..Self::new(view)? })
     }
 
     fn filed(&self) -> &kefu_domain::service_request::RequestFiled {
@@ -191,7 +198,10 @@ impl ServiceRequest {
 
     /// The customer who filed it.
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
-        customers::load(ctx, self.filed().customer_id).await
+        match self.as_of {
+            Some(cutoff) => customers::load_as_of(ctx, self.filed().customer_id, cutoff).await,
+            None => customers::load(ctx, self.filed().customer_id).await,
+        }
     }
 
     /// The customer's UUID.
@@ -291,6 +301,12 @@ impl ServiceRequest {
 
     /// The satisfaction survey about this request, if one was sent.
     async fn survey(&self, ctx: &Context<'_>) -> Result<Option<super::satisfaction::Survey>> {
+        if self.as_of.is_some() {
+            return Err(errors::invalid(
+                "survey",
+                "not available under serviceRequest(asOf:): surveys are read from the present read model",
+            ));
+        }
         super::satisfaction::of_request(ctx, self.filed().request_id).await
     }
 
@@ -483,7 +499,11 @@ impl ServiceRequest {
 
     /// Every step of this request, in order (the audit trail).
     async fn history(&self, ctx: &Context<'_>) -> Result<Vec<HistoryEntry>> {
-        load_history(ctx, self.filed().request_id).await
+        let mut entries = load_history(ctx, self.filed().request_id).await?;
+        if let Some(cutoff) = self.as_of {
+            entries.retain(|h| cutoff.includes(h.global_position.0, h.recorded_at, h.occurred_at));
+        }
+        Ok(entries)
     }
 }
 
@@ -828,11 +848,10 @@ impl RequestQuery {
         let id = common::parse_id("ServiceRequest", "id", &id).map_err(|e| errors::domain(e, ""))?;
         if let Some(as_of) = as_of {
             let cutoff = as_of.cutoff("asOf")?;
-            let events = kefu_store::history::stream_as_of(&common::state(ctx).pool, id, cutoff)
+            let folded = kefu_projections::as_of::request(&common::state(ctx).pool, id, cutoff)
                 .await
-                .map_err(super::history::store_error)?;
-            let view = read::fold_view(&events).map_err(errors::projection)?;
-            return Ok(view.and_then(ServiceRequest::new));
+                .map_err(errors::projection)?;
+            return Ok(folded.view.and_then(|v| ServiceRequest::as_of(v, cutoff)));
         }
         common::wait_for(ctx, read::NAME, min_position).await?;
         load(ctx, id).await

@@ -147,16 +147,7 @@ async fn usable_snapshot<F: Fold>(
 /// current history, keeping the view after every [`SNAPSHOT_EVERY`] events. Returns how many
 /// it wrote.
 pub async fn take_snapshots<F: Fold>(pool: &PgPool, id: Uuid) -> Result<usize, ProjectionError> {
-    let latest = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {SNAPSHOT_COLUMNS} FROM projections.snapshots \
-         WHERE kind = $1 AND subject_id = $2 AND fold_version = $3 ORDER BY through_position DESC LIMIT 1"
-    )))
-    .bind(F::KIND)
-    .bind(id)
-    .bind(F::VERSION)
-    .fetch_optional(pool)
-    .await?;
-    let mut at = match latest.as_ref().map(snapshot_from_row::<F>).transpose()? {
+    let mut at = match usable_snapshot::<F>(pool, id, Cutoff::Position(i64::MAX)).await? {
         Some(s) => s,
         None => Snapshot {
             through_position: 0,

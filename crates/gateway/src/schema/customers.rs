@@ -15,8 +15,9 @@ use kefu_domain::{
     vocab,
 };
 use kefu_projections::customer360::{
-    self, CustomerCursor, CustomerFilter as ReadFilter, CustomerOrder as ReadOrder, CustomerView,
+    self, CustomerCursor, CustomerFilter as ReadFilter, CustomerOrder as ReadOrder, CustomerView, InteractionView,
 };
+use kefu_store::history::Cutoff;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -32,7 +33,14 @@ use crate::errors::{self, Validator};
 
 /// A customer file: profile, classification, contacts, account manager, consents and the
 /// history of contacts (the customer 360 view).
-pub struct Customer(pub CustomerView, pub Option<kefu_store::history::Cutoff>);
+pub struct Customer(pub CustomerView, Option<Then>);
+
+/// What `customer(asOf:)` reads the lists under it with.
+struct Then {
+    cutoff: Cutoff,
+    /// Interactions as of the cutoff, read once for `interactions` and `contactsByChannel`.
+    interactions: tokio::sync::OnceCell<Vec<InteractionView>>,
+}
 
 impl Customer {
     /// The customer as the read model has them now.
@@ -40,19 +48,40 @@ impl Customer {
         Customer(view, None)
     }
 
+    /// The customer as folded at `cutoff`; the lists under it are read at the same point.
+    fn then(view: CustomerView, cutoff: Cutoff) -> Self {
+        Customer(view, Some(Then { cutoff, interactions: tokio::sync::OnceCell::new() }))
+    }
+
     /// The point `customer(asOf:)` reads at, for the lists under it.
-    fn as_of(&self) -> Option<kefu_store::history::Cutoff> {
-        self.1
+    fn as_of(&self) -> Option<Cutoff> {
+        self.1.as_ref().map(|t| t.cutoff)
+    }
+
+    /// Interactions as of the cutoff, newest first (`None` when reading the present).
+    async fn interactions_then(&self, ctx: &Context<'_>) -> Result<Option<&[InteractionView]>> {
+        let Some(then) = &self.1 else { return Ok(None) };
+        let all = then
+            .interactions
+            .get_or_try_init(|| {
+                kefu_projections::as_of::interactions_of_customer(
+                    &common::state(ctx).pool,
+                    self.0.customer_id,
+                    then.cutoff,
+                )
+            })
+            .await
+            .map_err(errors::projection)?;
+        Ok(Some(all))
     }
 }
 
-/// The lists the event store cannot fold as of a time.
-fn present_only(field: &str) -> async_graphql::Error {
-    errors::invalid(
-        field,
-        "not available under customer(asOf:): surveys and satisfaction are read from the present read model; \
-         query them without asOf, or read the history with events(filter: {customerId, to})",
-    )
+/// The first `first` items and whether more follow.
+fn page<T>(items: impl Iterator<Item = T>, first: i64) -> (Vec<T>, bool) {
+    let mut page: Vec<T> = items.take(first as usize + 1).collect();
+    let more = page.len() as i64 > first;
+    page.truncate(first as usize);
+    (page, more)
 }
 
 /// A postal address.
@@ -316,23 +345,15 @@ impl Customer {
 
     /// Contacts per channel, most used first.
     async fn contacts_by_channel(&self, ctx: &Context<'_>) -> Result<Vec<ChannelCount>> {
-        let counts = match self.as_of() {
-            Some(cutoff) => {
-                let all = kefu_projections::as_of::interactions_of_customer(
-                    &common::state(ctx).pool,
-                    self.0.customer_id,
-                    cutoff,
-                )
-                .await
-                .map_err(errors::projection)?;
-                let mut counts: Vec<(String, i32)> = Vec::new();
+        let counts = match self.interactions_then(ctx).await? {
+            Some(all) => {
+                let mut by_channel: std::collections::BTreeMap<&str, i32> = std::collections::BTreeMap::new();
                 for i in all {
-                    match counts.iter_mut().find(|(c, _)| *c == i.channel) {
-                        Some((_, n)) => *n += 1,
-                        None => counts.push((i.channel, 1)),
-                    }
+                    *by_channel.entry(&i.channel).or_default() += 1;
                 }
-                counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                let mut counts: Vec<(String, i32)> = by_channel.into_iter().map(|(c, n)| (c.to_string(), n)).collect();
+                // Most used first, then by channel (the sort is stable).
+                counts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
                 counts
             }
             None => {
@@ -367,7 +388,7 @@ impl Customer {
                     kefu_projections::as_of::requests_of_customer(&common::state(ctx).pool, self.0.customer_id, cutoff)
                         .await
                         .map_err(errors::projection)?;
-                let mut page: Vec<_> = all
+                let items = all
                     .into_iter()
                     .filter(|v| include_closed || v.state.is_live())
                     .filter_map(|v| {
@@ -379,12 +400,8 @@ impl Customer {
                         };
                         Some((v, cursor))
                     })
-                    .filter(|(_, c)| after.as_ref().is_none_or(|a| (c.at, c.id) < (a.at, a.id)))
-                    .take(first as usize + 1)
-                    .collect();
-                let more = page.len() as i64 > first;
-                page.truncate(first as usize);
-                (page, more)
+                    .filter(|(_, c)| after.as_ref().is_none_or(|a| (c.at, c.id) < (a.at, a.id)));
+                page(items, first)
             }
             None => super::requests::of_customer(ctx, self.0.customer_id, include_closed, first, after).await?,
         };
@@ -405,7 +422,7 @@ impl Customer {
     /// overall score, mean score, NPS class, effort and composite index.
     async fn satisfaction(&self, ctx: &Context<'_>) -> Result<Vec<super::satisfaction::SatisfactionPoint>> {
         if self.as_of().is_some() {
-            return Err(present_only("satisfaction"));
+            return Err(super::history::present_only("customer", "satisfaction"));
         }
         super::satisfaction::trajectory(ctx, self.0.customer_id).await
     }
@@ -417,7 +434,7 @@ impl Customer {
         #[graphql(default = 20, desc = "At most this many, 1 to 100.")] first: i32,
     ) -> Result<Vec<super::satisfaction::Survey>> {
         if self.as_of().is_some() {
-            return Err(present_only("surveys"));
+            return Err(super::history::present_only("customer", "surveys"));
         }
         let first = page_size(first)?;
         super::satisfaction::of_customer(ctx, self.0.customer_id, first).await
@@ -432,23 +449,13 @@ impl Customer {
     ) -> Result<Connection<OpaqueCursor<TimelineCursor>, Interaction>> {
         let first = page_size(first)?;
         let after = decode_cursor::<TimelineCursor>(after.as_deref())?;
-        let (items, more) = match self.as_of() {
-            Some(cutoff) => {
-                let all = kefu_projections::as_of::interactions_of_customer(
-                    &common::state(ctx).pool,
-                    self.0.customer_id,
-                    cutoff,
-                )
-                .await
-                .map_err(errors::projection)?;
-                let mut page: Vec<_> = all
-                    .into_iter()
+        let (items, more) = match self.interactions_then(ctx).await? {
+            Some(all) => {
+                let items = all
+                    .iter()
                     .filter(|i| after.as_ref().is_none_or(|a| (i.occurred_at, i.interaction_id) < (a.at, a.id)))
-                    .take(first as usize + 1)
-                    .collect();
-                let more = page.len() as i64 > first;
-                page.truncate(first as usize);
-                (page, more)
+                    .cloned();
+                page(items, first)
             }
             None => {
                 let mut tx = read(ctx).await?;
@@ -504,10 +511,10 @@ pub(crate) async fn read(ctx: &Context<'_>) -> Result<sqlx::Transaction<'static,
 }
 
 /// A customer folded from the event store as of a point.
-pub async fn load_as_of(ctx: &Context<'_>, id: Uuid, cutoff: kefu_store::history::Cutoff) -> Result<Option<Customer>> {
+pub async fn load_as_of(ctx: &Context<'_>, id: Uuid, cutoff: Cutoff) -> Result<Option<Customer>> {
     let folded =
         kefu_projections::as_of::customer(&common::state(ctx).pool, id, cutoff).await.map_err(errors::projection)?;
-    Ok(folded.view.map(|v| Customer(v, Some(cutoff))))
+    Ok(folded.view.map(|v| Customer::then(v, cutoff)))
 }
 
 /// Loads a customer from the read model.

@@ -37,6 +37,18 @@ impl AsOf {
     }
 }
 
+/// The error for a field under `query(asOf:)` that is read from a present read model, which
+/// cannot be folded back: refused rather than showing the present as the past.
+pub(crate) fn present_only(query: &str, field: &str) -> Error {
+    errors::invalid(
+        field,
+        format!(
+            "not available under {query}(asOf:): it is read from the present read model; query it without asOf, \
+             or read the history with events(filter:)"
+        ),
+    )
+}
+
 pub(crate) fn store_error(e: StoreError) -> Error {
     match e {
         StoreError::Unavailable(m) => {

@@ -302,10 +302,7 @@ impl ServiceRequest {
     /// The satisfaction survey about this request, if one was sent.
     async fn survey(&self, ctx: &Context<'_>) -> Result<Option<super::satisfaction::Survey>> {
         if self.as_of.is_some() {
-            return Err(errors::invalid(
-                "survey",
-                "not available under serviceRequest(asOf:): surveys are read from the present read model",
-            ));
+            return Err(super::history::present_only("serviceRequest", "survey"));
         }
         super::satisfaction::of_request(ctx, self.filed().request_id).await
     }

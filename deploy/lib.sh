@@ -49,44 +49,98 @@ ensure_postgres_installed() {
   command -v psql >/dev/null || [ -x "$(pg_bindir)/psql" ] || apt_install postgresql-client
 }
 
-# PostgreSQL refuses to run as root: when we are root, run it as the 'postgres' system user
-# that the Debian package creates.
+# PostgreSQL refuses to run as root: when we are root, the server runs as the 'postgres'
+# system user that the Debian package creates; otherwise as the invoking user.
+pg_server_user() {
+  if [ "$(id -u)" -eq 0 ]; then echo postgres; else id -un; fi
+}
+
+ensure_pg_server_user() {
+  if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+    useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+  fi
+}
+
 pg_as_owner() {
   if [ "$(id -u)" -eq 0 ]; then
-    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+    ensure_pg_server_user
     runuser -u postgres -- "$@"
   else
     "$@"
   fi
 }
 
-# start_postgres PROFILE PORT [fast]: a private cluster in .kefu/PROFILE/pg with user 'kefu'
-# (trust auth on loopback only) and a database 'kefu'. "fast" turns off fsync (tests only).
+# pg_data_dir PROFILE: where the private cluster of PROFILE keeps its data.
+#
+# The server user must be able to reach the data directory. When it is the invoking user
+# (not root), the directory lives in the checkout, .kefu/PROFILE/pg. When we are root, the
+# server runs as 'postgres', which cannot traverse a private parent of the checkout (/root is
+# 0700, so is a `mktemp -d` directory): the cluster then lives in a directory of its own under
+# /var/tmp (kept across reboots, unlike /tmp), named after the checkout so that two checkouts
+# never share one, and owned by 'postgres'. Nothing in the user's home is made wider.
+# KEFU_PG_DATA_ROOT overrides the parent (it must be reachable by the server user).
+pg_data_root() {
+  if [ -n "${KEFU_PG_DATA_ROOT:-}" ]; then
+    echo "$KEFU_PG_DATA_ROOT"
+  elif [ "$(id -u)" -eq 0 ]; then
+    local key; key="$(printf '%s' "$KEFU_HOME" | sha256sum | cut -c1-16)"
+    echo "/var/tmp/kefu-pg-$key"
+  else
+    echo "$KEFU_HOME"
+  fi
+}
+
+pg_data_dir() { echo "$(pg_data_root)/$1/pg"; }
+
+# prepare_pg_dir PROFILE: creates the data directory, owned by the server user, and checks
+# that the server user can really use it -- before anything is started.
+prepare_pg_dir() {
+  local profile="$1"
+  local root; root="$(pg_data_root)"
+  local dir; dir="$(pg_data_dir "$profile")"
+  local user; user="$(pg_server_user)"
+  mkdir -p "$KEFU_HOME/$profile"
+  if [ "$(id -u)" -eq 0 ]; then
+    ensure_pg_server_user
+    if [ "$root" != "$KEFU_HOME" ]; then
+      mkdir -p "$root"
+      chown postgres "$root"
+      chmod 700 "$root"
+    fi
+    pg_as_owner mkdir -p "$dir" 2>/dev/null || { mkdir -p "$dir"; chown postgres "$dir"; }
+    # Where the cluster is, for people looking for its logs.
+    printf '%s\n' "$dir" >"$KEFU_HOME/$profile/pg-location"
+  else
+    mkdir -p "$dir"
+  fi
+  chmod 700 "$dir" 2>/dev/null || pg_as_owner chmod 700 "$dir"
+  if ! pg_as_owner test -d "$dir" -a -r "$dir" -a -w "$dir" -a -x "$dir"; then
+    die "PostgreSQL runs as user '$user', which cannot use its data directory $dir (is a parent directory private to another user?). Set KEFU_PG_DATA_ROOT to a directory '$user' can write, e.g. KEFU_PG_DATA_ROOT=/var/tmp/kefu-pg"
+  fi
+}
+
+# start_postgres PROFILE PORT [fast]: a private cluster for PROFILE (see pg_data_dir) with
+# user 'kefu' (trust auth on loopback only) and a database 'kefu'. "fast" turns off fsync
+# (tests only). It listens on TCP only: no Unix socket, so neither a long nor a private path
+# can get in its way.
 start_postgres() {
   local profile="$1" port="$2" mode="${3:-}"
   local bin; bin="$(pg_bindir)"
-  local dir="$KEFU_HOME/$profile/pg"
-  local run="$KEFU_HOME/$profile/pg-run"
-  mkdir -p "$dir" "$run"
-  if [ "$(id -u)" -eq 0 ]; then
-    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
-    chown postgres "$dir" "$run"
-    chmod 700 "$dir"
-    # the postgres user must be able to reach the data directory
-    chmod o+x "$KEFU_HOME" "$KEFU_HOME/$profile" 2>/dev/null || true
-  fi
+  prepare_pg_dir "$profile"
+  local dir; dir="$(pg_data_dir "$profile")"
   if pg_as_owner "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
     log "PostgreSQL ($profile) already running on port $port"
   else
+    if port_open "$port"; then
+      die "port $port is taken by another program; choose another (KEFU_PG_PORT / KEFU_TEST_PG_PORT)"
+    fi
     if [ ! -f "$dir/PG_VERSION" ]; then
       log "initialising PostgreSQL cluster in $dir"
       pg_as_owner "$bin/initdb" -D "$dir" -U kefu -A trust -E UTF8 --locale=C >"$KEFU_HOME/$profile/initdb.log" 2>&1 \
         || die "initdb failed, see $KEFU_HOME/$profile/initdb.log"
     fi
-    if port_open "$port"; then
-      die "port $port is taken by another program; choose another (KEFU_PG_PORT / KEFU_TEST_PG_PORT)"
-    fi
-    local opts="-p $port -k $run -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB"
+    # pg_ctl hands -o to a shell: no value here may contain spaces or quotes.
+    local opts="-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c max_connections=300 -c shared_buffers=128MB"
     if [ "$mode" = fast ]; then
       opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     fi
@@ -103,9 +157,25 @@ start_postgres() {
 stop_postgres() {
   local profile="$1"
   local bin; bin="$(pg_bindir)"
-  local dir="$KEFU_HOME/$profile/pg"
+  local dir; dir="$(pg_data_dir "$profile")"
   if [ -n "$bin" ] && [ -f "$dir/postmaster.pid" ]; then
     pg_as_owner "$bin/pg_ctl" -D "$dir" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+}
+
+# reset_postgres PROFILE: stops the cluster and deletes its data (the test profile starts
+# from nothing every time).
+reset_postgres() {
+  local profile="$1"
+  stop_postgres "$profile"
+  local dir; dir="$(pg_data_dir "$profile")"
+  case "$dir" in
+    */"$profile"/pg) rm -rf "$dir" ;;
+    *) die "refusing to delete unexpected directory $dir" ;;
+  esac
+  # A directory made only for clusters goes when its last cluster does.
+  if [ "$(pg_data_root)" != "$KEFU_HOME" ]; then
+    rmdir "$(dirname "$dir")" "$(pg_data_root)" 2>/dev/null || true
   fi
 }
 

@@ -18,21 +18,26 @@ mode="${1:-all}"
 stop_all() { stop_broker test; stop_postgres test; }
 
 if [ "$mode" = stop ]; then stop_all; exit 0; fi
+case "$mode" in all | services) ;; *) die "unknown mode '$mode': use no argument, 'services' or 'stop'" ;; esac
 
-ensure_build_tools
 ensure_postgres_installed
 ensure_broker_installed
-ensure_python_venv
+# KEFU_TEST_PYTHON: a Python with deploy/python-requirements.txt installed (made when unset).
+if [ -z "${KEFU_TEST_PYTHON:-}" ]; then
+  ensure_python_venv
+  KEFU_TEST_PYTHON="$KEFU_HOME/venv/bin/python"
+fi
 
 # A clean slate every time: a fresh cluster and an empty broker.
-stop_all
+stop_broker test
+reset_postgres test
 rm -rf "$KEFU_HOME/test"
 start_postgres test "$PG_PORT" fast
 start_broker test "$BROKER_PORT"
 
 export KEFU_TEST_DATABASE_URL="postgres://kefu@127.0.0.1:$PG_PORT/postgres"
 export KEFU_TEST_BROKERS="127.0.0.1:$BROKER_PORT"
-export KEFU_TEST_PYTHON="$KEFU_HOME/venv/bin/python"
+export KEFU_TEST_PYTHON
 cat >"$KEFU_HOME/test/env" <<ENV
 KEFU_TEST_DATABASE_URL=$KEFU_TEST_DATABASE_URL
 KEFU_TEST_BROKERS=$KEFU_TEST_BROKERS
@@ -47,6 +52,10 @@ fi
 
 trap 'stop_all' EXIT
 cd "$KEFU_ROOT"
+ensure_build_tools
+
+log "the deploy scripts from private checkouts (deploy/check-scripts.sh)"
+bash "$KEFU_ROOT/deploy/check-scripts.sh"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -317,7 +317,7 @@ pub struct PrivatePostgres {
 }
 
 impl PrivatePostgres {
-    /// Initialises and starts a cluster under `.kefu/<profile>/`.
+    /// Initialises and starts a cluster of its own (where `deploy/lib.sh` keeps clusters).
     pub fn start() -> Result<Self> {
         let profile = format!("tmp-pg-{}", &Uuid::new_v4().simple().to_string()[..8]);
         let port = free_port()?;
@@ -343,7 +343,8 @@ impl PrivatePostgres {
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
-        let _ = self.stop();
+        // Stops the server and deletes its data, wherever deploy/lib.sh keeps it.
+        let _ = lib_sh(&format!("reset_postgres {}", self.profile));
         let _ = std::fs::remove_dir_all(repo_root().join(".kefu").join(&self.profile));
     }
 }

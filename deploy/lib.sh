@@ -258,6 +258,17 @@ stop_broker() {
   fi
 }
 
+# librdkafka's configure script (built by the rdkafka crate) breaks on a build directory
+# whose path has whitespace: build such a checkout in a directory of its own under /var/tmp,
+# named after the checkout, unless CARGO_TARGET_DIR says where.
+choose_target_dir() {
+  if [ -z "${CARGO_TARGET_DIR:-}" ] && [[ "$KEFU_ROOT" =~ [[:space:]] ]]; then
+    local key; key="$(printf '%s' "$KEFU_ROOT" | sha256sum | cut -c1-16)"
+    export CARGO_TARGET_DIR="/var/tmp/kefu-target-$key"
+    log "the checkout's path has a space, which librdkafka's build cannot take: building in $CARGO_TARGET_DIR"
+  fi
+}
+
 ensure_build_tools() {
   command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (https://rustup.rs)"
   local missing=()

@@ -18,6 +18,7 @@ BROKER_PORT="${KEFU_BROKER_PORT:-59092}"
 PROFILE="${KEFU_BUILD_PROFILE:-dev}"
 
 ensure_build_tools
+choose_target_dir
 ensure_postgres_installed
 ensure_broker_installed
 start_postgres dev "$PG_PORT"

@@ -53,6 +53,7 @@ fi
 trap 'stop_all' EXIT
 cd "$KEFU_ROOT"
 ensure_build_tools
+choose_target_dir
 
 log "the deploy scripts from private checkouts (deploy/check-scripts.sh)"
 bash "$KEFU_ROOT/deploy/check-scripts.sh"

@@ -13,8 +13,9 @@ use uuid::Uuid;
 
 use crate::{
     Actor,
+    cache::{Loaded, StreamCache, json_weight},
     envelope::to_storage_precision,
-    store::{AppendOutcome, AppendRequest, CommandRecord, EventStore, NewEvent, StoreError},
+    store::{AppendOutcome, AppendRequest, CommandRecord, EventStore, NewEvent, StoreError, StreamAppend},
 };
 
 /// Why a command did not go through.
@@ -111,6 +112,50 @@ impl CommandMeta {
 /// Source of "now", replaceable in tests.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
+/// A stream a decision read besides the one it changes: the append succeeds only while the
+/// stream is still at this version, so no command is decided on state that changed under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Read {
+    /// The stream.
+    pub stream_id: Uuid,
+    /// Its type.
+    pub stream_type: &'static str,
+    /// The version the decision saw (0: the stream did not exist).
+    pub version: i64,
+}
+
+impl<A: Aggregate> Loaded<A> {
+    /// What a decision that used this state read.
+    pub fn read(&self, stream_id: Uuid) -> Read {
+        Read { stream_id, stream_type: A::STREAM_TYPE, version: self.version }
+    }
+}
+
+/// Why one attempt of a command did not go through.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// For the caller.
+    App(AppError),
+    /// A stream the decision only read moved on: decide again on fresh reads.
+    StaleRead,
+}
+
+impl<E: Into<AppError>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::App(e.into())
+    }
+}
+
+impl Failure {
+    /// The error for the caller after the last attempt.
+    pub(crate) fn into_app(self) -> AppError {
+        match self {
+            Failure::App(e) => e,
+            Failure::StaleRead => AppError::Unavailable("the state a command depends on kept changing; retry".into()),
+        }
+    }
+}
+
 /// Runs commands against aggregates stored in an [`EventStore`].
 #[derive(Clone)]
 pub struct CommandService {
@@ -118,17 +163,35 @@ pub struct CommandService {
     clock: Clock,
     max_attempts: u32,
     future_tolerance: Duration,
+    cache: Arc<StreamCache>,
 }
 
+/// Streams kept decided-on by default: about this many…
+pub const DEFAULT_CACHE_STREAMS: usize = 100_000;
+/// …and about this much state (estimated).
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 impl CommandService {
-    /// A service over `store` with the system clock.
+    /// A service over `store` with the system clock and a stream cache of the default size.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        CommandService { store, clock: Arc::new(Utc::now), max_attempts: 10, future_tolerance: Duration::minutes(5) }
+        CommandService {
+            store,
+            clock: Arc::new(Utc::now),
+            max_attempts: 10,
+            future_tolerance: Duration::minutes(5),
+            cache: Arc::new(StreamCache::new(DEFAULT_CACHE_STREAMS, DEFAULT_CACHE_BYTES)),
+        }
     }
 
     /// Replaces the clock.
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Replaces the stream cache (`StreamCache::new(0, 0)` turns it off).
+    pub fn with_cache(mut self, cache: StreamCache) -> Self {
+        self.cache = Arc::new(cache);
         self
     }
 
@@ -150,28 +213,51 @@ impl CommandService {
         &self.store
     }
 
+    /// Forgets the cached state of a stream changed outside [`Self::execute`].
+    pub fn forget(&self, stream_id: Uuid) {
+        self.cache.remove(stream_id);
+    }
+
     /// Applies a command to a customer file.
     pub async fn customer(&self, command: CustomerCommand, meta: CommandMeta) -> Result<AppendOutcome, AppError> {
         let id = command.customer_id();
-        self.execute::<Customer>(id, Some(id), command, meta).await
+        let creates = matches!(command, CustomerCommand::Register(_));
+        self.decide_and_append::<Customer>(id, Some(id), &command, &meta, &[], creates).await.map_err(Failure::into_app)
     }
 
-    /// Logs an interaction; the customer must exist.
+    /// Logs an interaction; the customer must exist (and still exist when it is recorded).
     pub async fn interaction(&self, command: InteractionCommand, meta: CommandMeta) -> Result<AppendOutcome, AppError> {
         let InteractionCommand::Log(log) = &command;
-        self.require_customer(log.customer_id).await?;
-        let id = log.interaction_id;
-        let customer = log.customer_id;
-        self.execute::<Interaction>(id, Some(customer), command, meta).await
+        let (id, customer_id) = (log.interaction_id, log.customer_id);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let fresh = attempt > 1;
+            let customer = self.registered(customer_id, fresh).await?;
+            let reads = [customer.read(customer_id)];
+            match self.decide_and_append::<Interaction>(id, Some(customer_id), &command, &meta, &reads, true).await {
+                Err(Failure::StaleRead) if attempt < self.max_attempts => continue,
+                other => return other.map_err(Failure::into_app),
+            }
+        }
     }
 
     /// Checks on the write side that a customer file exists.
     pub async fn require_customer(&self, customer_id: Uuid) -> Result<Customer, AppError> {
-        let (customer, _, _) = self.load::<Customer>(customer_id).await?;
-        if !customer.is_registered() {
-            return Err(DomainError::NotFound { entity: "customer", id: customer_id.to_string() }.into());
+        Ok((*self.registered(customer_id, true).await?.state).clone())
+    }
+
+    /// The customer, which must be registered (from the cache unless `fresh`).
+    pub(crate) async fn registered(&self, customer_id: Uuid, fresh: bool) -> Result<Loaded<Customer>, AppError> {
+        let customer = self.current::<Customer>(customer_id, fresh).await?;
+        if customer.state.is_registered() {
+            return Ok(customer);
         }
-        Ok(customer)
+        if !fresh {
+            // A cached "not registered" is not an answer: look again.
+            return Box::pin(self.registered(customer_id, true)).await;
+        }
+        Err(DomainError::NotFound { entity: "customer", id: customer_id.to_string() }.into())
     }
 
     /// Loads and folds a stream: the state, its version and the position of its last event.
@@ -186,11 +272,19 @@ impl CommandService {
         stream_id: Uuid,
         position: i64,
     ) -> Result<(A, i64, Option<i64>), AppError> {
+        let loaded = self.fold::<A>(stream_id, position).await?;
+        let version = loaded.version;
+        let position = loaded.position;
+        Ok((Arc::try_unwrap(loaded.state).unwrap_or_else(|shared| (*shared).clone()), version, position))
+    }
+
+    async fn fold<A: Aggregate>(&self, stream_id: Uuid, position: i64) -> Result<Loaded<A>, AppError> {
         let mut events = self.store.load(stream_id).await?;
         events.retain(|e| e.global_position <= position);
         let mut state = A::default();
         let mut version = 0;
         let mut position = None;
+        let mut bytes = 256;
         for recorded in &events {
             if recorded.stream_type != A::STREAM_TYPE {
                 return Err(AppError::Domain(DomainError::NotFound {
@@ -207,8 +301,40 @@ impl CommandService {
             state.apply(&event);
             version = recorded.stream_version;
             position = Some(recorded.global_position);
+            bytes += json_weight(&recorded.payload);
         }
-        Ok((state, version, position))
+        Ok(Loaded { state: Arc::new(state), version, position, bytes })
+    }
+
+    /// The state of the stream a decision changes: taken out of the cache (so it is changed
+    /// in place, not copied) unless `fresh`; a stream the command creates is assumed empty
+    /// until the append says otherwise.
+    async fn for_decision<A: Aggregate>(
+        &self,
+        stream_id: Uuid,
+        fresh: bool,
+        creates: bool,
+    ) -> Result<(Loaded<A>, bool), AppError> {
+        if !fresh {
+            if let Some(hit) = self.cache.take::<A>(stream_id) {
+                return Ok((hit, false));
+            }
+            if creates {
+                return Ok((Loaded { state: Arc::new(A::default()), version: 0, position: None, bytes: 256 }, false));
+            }
+        }
+        // Not cached here: the decision puts back what it ends with.
+        Ok((self.fold::<A>(stream_id, i64::MAX).await?, true))
+    }
+
+    /// The state of a stream to decide on: from the cache, unless `fresh` or not cached.
+    pub(crate) async fn current<A: Aggregate>(&self, stream_id: Uuid, fresh: bool) -> Result<Loaded<A>, AppError> {
+        if !fresh && let Some(hit) = self.cache.get::<A>(stream_id) {
+            return Ok(hit);
+        }
+        let loaded = self.fold::<A>(stream_id, i64::MAX).await?;
+        self.cache.put(stream_id, &loaded);
+        Ok(loaded)
     }
 
     /// Decides on a command and appends its events: the whole write path.
@@ -222,6 +348,26 @@ impl CommandService {
         command: A::Command,
         meta: CommandMeta,
     ) -> Result<AppendOutcome, AppError> {
+        self.decide_and_append::<A>(stream_id, customer_id, &command, &meta, &[], false)
+            .await
+            .map_err(Failure::into_app)
+    }
+
+    /// One decision on `stream_id` that also depends on `reads`: decided on the cached state
+    /// when there is one, appended with the version it saw, decided again on fresh state when
+    /// the append finds the stream moved on. A refusal or "nothing changed" is only reported
+    /// when decided on fresh state. `StaleRead` when a read stream moved on (the caller reads
+    /// again and calls again). `creates`: the command starts a new stream, so there is nothing
+    /// to load unless the append finds the stream exists.
+    pub(crate) async fn decide_and_append<A: Aggregate>(
+        &self,
+        stream_id: Uuid,
+        customer_id: Option<Uuid>,
+        command: &A::Command,
+        meta: &CommandMeta,
+        reads: &[Read],
+        creates: bool,
+    ) -> Result<AppendOutcome, Failure> {
         let now = (self.clock)();
         let occurred_at = to_storage_precision(meta.occurred_at.unwrap_or(now));
         if occurred_at > now + self.future_tolerance {
@@ -230,7 +376,7 @@ impl CommandService {
             );
         }
         let command_id = meta.command_id.unwrap_or_else(Uuid::now_v7);
-        let tagged = serde_json::to_value(&command)
+        let tagged = serde_json::to_value(command)
             .map_err(|e| AppError::Internal(format!("command does not serialise: {e}")))?;
         let command_type = match &tagged {
             serde_json::Value::Object(m) => m.keys().next().cloned().unwrap_or_default(),
@@ -240,40 +386,51 @@ impl CommandService {
         let record = CommandRecord {
             command_id,
             command_type: format!("{}.{}", A::STREAM_TYPE, command_type),
-            payload: meta.fingerprint.clone().unwrap_or(tagged),
+            payload: Arc::new(meta.fingerprint.clone().unwrap_or(tagged)),
         };
 
-        // A retry of a journalled command gets the first result, whatever happened since.
-        if meta.command_id.is_some()
-            && let Some(j) = self.store.find_command(command_id).await?
-        {
-            if j.command.payload == record.payload && j.stream_id == stream_id {
-                return Ok(AppendOutcome { deduplicated: true, ..j.outcome });
-            }
-            return Err(AppError::CommandIdReused { command_id, original_type: j.command.command_type });
-        }
-
         let mut attempt = 0;
+        let mut fresh = false;
         loop {
             attempt += 1;
-            let (state, version, position) = self.load::<A>(stream_id).await?;
+            let (current, loaded) = self.for_decision::<A>(stream_id, fresh, creates).await?;
+            fresh |= loaded;
             if let Some(expected) = meta.expected_version
-                && expected != version
+                && expected != current.version
             {
-                return Err(AppError::Conflict {
+                if !fresh {
+                    fresh = true;
+                    continue;
+                }
+                let conflict = AppError::Conflict {
                     stream_type: A::STREAM_TYPE.to_string(),
                     stream_id,
                     expected,
-                    actual: version,
-                });
+                    actual: current.version,
+                };
+                return self.journalled_or(meta, &record, stream_id, conflict).await;
             }
-            let events = state.decide(&command).map_err(|e| match e {
-                // The aggregate may not know its own id yet; the handler does.
-                DomainError::NotFound { entity, id } if id.is_empty() => {
-                    DomainError::NotFound { entity, id: stream_id.to_string() }
+            let events = match current.state.decide(command) {
+                Ok(events) if events.is_empty() && !fresh => {
+                    fresh = true;
+                    continue;
                 }
-                other => other,
-            })?;
+                Ok(events) => events,
+                Err(_) if !fresh => {
+                    fresh = true;
+                    continue;
+                }
+                Err(e) => {
+                    let e = match e {
+                        // The aggregate may not know its own id yet; the handler does.
+                        DomainError::NotFound { entity, id } if id.is_empty() => {
+                            DomainError::NotFound { entity, id: stream_id.to_string() }
+                        }
+                        other => other,
+                    };
+                    return self.journalled_or(meta, &record, stream_id, e.into()).await;
+                }
+            };
             let mut new_events = Vec::with_capacity(events.len());
             for (i, e) in events.iter().enumerate() {
                 let (event_type, payload) =
@@ -292,42 +449,77 @@ impl CommandService {
                 // Nothing changed and nobody will retry this command by id: nothing to record.
                 return Ok(AppendOutcome {
                     stream_id,
-                    stream_version: version,
+                    stream_version: current.version,
                     first_position: None,
-                    last_position: position,
+                    last_position: current.position,
                     event_count: 0,
                     recorded_at: to_storage_precision(now),
                     deduplicated: false,
                 });
             }
+            let added: usize = new_events.iter().map(|e| json_weight(&e.payload)).sum();
             let request = AppendRequest {
                 stream_id,
                 stream_type: A::STREAM_TYPE.to_string(),
                 customer_id,
-                expected_version: version,
+                expected_version: current.version,
                 command: record.clone(),
                 events: new_events,
                 occurred_at,
                 actor: meta.actor.clone(),
                 correlation_id: meta.correlation_id,
                 causation_id: meta.causation_id.unwrap_or(command_id),
-                also: vec![],
+                also: reads
+                    .iter()
+                    .map(|r| StreamAppend {
+                        stream_id: r.stream_id,
+                        stream_type: r.stream_type.to_string(),
+                        customer_id: None,
+                        expected_version: r.version,
+                        events: vec![],
+                    })
+                    .collect(),
             };
             match self.store.append(request).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(StoreError::WrongExpectedVersion { actual, .. })
-                    if meta.expected_version.is_none() && attempt < self.max_attempts =>
-                {
-                    tracing::debug!(%stream_id, actual, attempt, "concurrent append; deciding again on fresh state");
-                    continue;
+                Ok(outcome) if outcome.deduplicated => {
+                    if current.version > 0 {
+                        self.cache.put(stream_id, &current);
+                    }
+                    return Ok(outcome);
                 }
-                Err(StoreError::WrongExpectedVersion { expected, actual, .. }) => {
-                    return Err(AppError::Conflict {
+                Ok(outcome) => {
+                    let mut state = current.state;
+                    let state_mut = Arc::make_mut(&mut state);
+                    for e in &events {
+                        state_mut.apply(e);
+                    }
+                    let next = Loaded {
+                        state,
+                        version: outcome.stream_version,
+                        position: outcome.last_position.or(current.position),
+                        bytes: current.bytes + added,
+                    };
+                    self.cache.put(stream_id, &next);
+                    return Ok(outcome);
+                }
+                Err(StoreError::WrongExpectedVersion { stream_id: moved, .. }) if moved != stream_id => {
+                    self.cache.remove(moved);
+                    return Err(Failure::StaleRead);
+                }
+                Err(StoreError::WrongExpectedVersion { actual, .. }) => {
+                    self.cache.remove(stream_id);
+                    if meta.expected_version.is_none() && attempt < self.max_attempts {
+                        tracing::debug!(%stream_id, actual, attempt, "concurrent append; deciding again on fresh state");
+                        fresh = true;
+                        continue;
+                    }
+                    let conflict = AppError::Conflict {
                         stream_type: A::STREAM_TYPE.to_string(),
                         stream_id,
-                        expected: meta.expected_version.unwrap_or(expected),
+                        expected: meta.expected_version.unwrap_or(current.version),
                         actual,
-                    });
+                    };
+                    return self.journalled_or(meta, &record, stream_id, conflict).await;
                 }
                 Err(StoreError::StreamTypeMismatch { actual, .. }) => {
                     return Err(DomainError::invalid(
@@ -339,6 +531,30 @@ impl CommandService {
                 Err(other) => return Err(other.into()),
             }
         }
+    }
+
+    /// A command that cannot be applied now may have been applied before: a retry with the
+    /// client's command id gets the first result (or `CommandIdReused`), anything else `error`.
+    async fn journalled_or(
+        &self,
+        meta: &CommandMeta,
+        record: &CommandRecord,
+        stream_id: Uuid,
+        error: AppError,
+    ) -> Result<AppendOutcome, Failure> {
+        if meta.command_id.is_some()
+            && let Some(j) = self.store.find_command(record.command_id).await?
+        {
+            if j.command.payload == record.payload && j.stream_id == stream_id {
+                return Ok(AppendOutcome { deduplicated: true, ..j.outcome });
+            }
+            return Err(AppError::CommandIdReused {
+                command_id: record.command_id,
+                original_type: j.command.command_type,
+            }
+            .into());
+        }
+        Err(error.into())
     }
 }
 

@@ -11,8 +11,10 @@
 //! previous anchor, in global order — so rewriting a whole stream consistently still breaks the
 //! anchors, which auditors can copy elsewhere.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::RecordedEvent;
 
@@ -22,77 +24,192 @@ pub type Hash = [u8; 32];
 /// The `previous` of a stream's first event and of the first anchor.
 pub const GENESIS: Hash = [0u8; 32];
 
+/// The fields of an event that its hash covers, borrowed: what the writer hashes before the
+/// event is stored, and what verification builds from the stored row.
+#[derive(Debug, Clone, Copy)]
+pub struct EventFields<'a> {
+    /// Global position.
+    pub global_position: i64,
+    /// Event id.
+    pub event_id: Uuid,
+    /// Stream.
+    pub stream_id: Uuid,
+    /// Stream type.
+    pub stream_type: &'a str,
+    /// Version in the stream.
+    pub stream_version: i64,
+    /// Event type.
+    pub event_type: &'a str,
+    /// Payload schema version.
+    pub schema_version: u32,
+    /// Customer.
+    pub customer_id: Option<Uuid>,
+    /// Business time (at storage precision).
+    pub occurred_at: DateTime<Utc>,
+    /// Recorded time (at storage precision).
+    pub recorded_at: DateTime<Utc>,
+    /// The actor in canonical JSON ([`actor_json`]).
+    pub actor_json: &'a str,
+    /// Correlation.
+    pub correlation_id: Uuid,
+    /// Causation.
+    pub causation_id: Uuid,
+    /// Command.
+    pub command_id: Uuid,
+    /// Payload.
+    pub payload: &'a Value,
+}
+
+/// The canonical JSON of an actor, as [`canonical`] writes it.
+pub fn actor_json(actor: &crate::Actor) -> String {
+    canonical_json(&serde_json::to_value(actor).unwrap_or(Value::Null))
+}
+
 /// The canonical text of an event that its hash covers.
 pub fn canonical(e: &RecordedEvent) -> String {
-    let mut out = String::with_capacity(512);
-    let time = |t: &chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-    let actor = serde_json::to_value(&e.actor).unwrap_or(Value::Null);
-    for field in [
-        "kefu-event-1".to_string(),
-        e.global_position.to_string(),
-        e.event_id.to_string(),
-        e.stream_id.to_string(),
-        e.stream_type.clone(),
-        e.stream_version.to_string(),
-        e.event_type.clone(),
-        e.schema_version.to_string(),
-        e.customer_id.map(|c| c.to_string()).unwrap_or_default(),
-        time(&e.occurred_at),
-        time(&e.recorded_at),
-        canonical_json(&actor),
-        e.correlation_id.to_string(),
-        e.causation_id.to_string(),
-        e.command_id.to_string(),
-        canonical_json(&e.payload),
-    ] {
-        out.push_str(&field);
-        out.push('\n');
+    let actor = actor_json(&e.actor);
+    let mut out = Vec::with_capacity(512);
+    canonical_into(&fields_of(e, &actor), &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn fields_of<'a>(e: &'a RecordedEvent, actor_json: &'a str) -> EventFields<'a> {
+    EventFields {
+        global_position: e.global_position,
+        event_id: e.event_id,
+        stream_id: e.stream_id,
+        stream_type: &e.stream_type,
+        stream_version: e.stream_version,
+        event_type: &e.event_type,
+        schema_version: e.schema_version,
+        customer_id: e.customer_id,
+        occurred_at: e.occurred_at,
+        recorded_at: e.recorded_at,
+        actor_json,
+        correlation_id: e.correlation_id,
+        causation_id: e.causation_id,
+        command_id: e.command_id,
+        payload: &e.payload,
     }
-    out
+}
+
+/// Appends the canonical text of `e` to `out`: one field per line.
+pub fn canonical_into(e: &EventFields<'_>, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let mut uuid = Uuid::encode_buffer();
+    let line = |out: &mut Vec<u8>, text: &str| {
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'\n');
+    };
+    line(out, "kefu-event-1");
+    let _ = writeln!(out, "{}", e.global_position);
+    line(out, e.event_id.hyphenated().encode_lower(&mut uuid));
+    line(out, e.stream_id.hyphenated().encode_lower(&mut uuid));
+    line(out, e.stream_type);
+    let _ = writeln!(out, "{}", e.stream_version);
+    line(out, e.event_type);
+    let _ = writeln!(out, "{}", e.schema_version);
+    match e.customer_id {
+        Some(c) => line(out, c.hyphenated().encode_lower(&mut uuid)),
+        None => out.push(b'\n'),
+    }
+    let _ = writeln!(out, "{}", e.occurred_at.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+    let _ = writeln!(out, "{}", e.recorded_at.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+    line(out, e.actor_json);
+    for id in [e.correlation_id, e.causation_id, e.command_id] {
+        line(out, id.hyphenated().encode_lower(&mut uuid));
+    }
+    write_json(e.payload, out);
+    out.push(b'\n');
 }
 
 /// JSON with object keys sorted (by their UTF-8 bytes) and no whitespace.
+///
+/// Numbers are written as they read back from PostgreSQL's `jsonb`, so that the hash of an
+/// event computed before it is stored equals the one computed from the stored row: `jsonb`
+/// keeps decimal digits but prints no exponent and no negative zero, so a float that is a
+/// whole number within 64 bits is written as an integer (`1e16` → `10000000000000000`, which
+/// reads back as an integer) and `-0.0` as `0.0`. Every other number is written as serde_json
+/// writes it.
 pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write_json(v, &mut out);
-    out
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_json(v: &Value, out: &mut String) {
+fn write_json(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            out.push('{');
+            out.push(b'{');
             for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
                 write_json(&m[k], out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(a) => {
-            out.push('[');
+            out.push(b'[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_json(x, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        Value::Number(n) if n.is_f64() => write_float(n, out),
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
+}
+
+fn write_float(n: &serde_json::Number, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let Some(f) = n.as_f64() else {
+        let _ = serde_json::to_writer(&mut *out, n);
+        return;
+    };
+    if f == 0.0 {
+        out.extend_from_slice(b"0.0");
+        return;
+    }
+    let text = n.to_string();
+    let whole = f.fract() == 0.0;
+    if whole && text.contains('e') {
+        // Whole floats of 2^64 and beyond read back as floats (they fit no integer type).
+        if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+            let _ = write!(out, "{}", f as u64);
+            return;
+        }
+        if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+            let _ = write!(out, "{}", f as i64);
+            return;
+        }
+    }
+    out.extend_from_slice(text.as_bytes());
 }
 
 /// The hash of an event given the hash of the one before it in its stream.
 pub fn event_hash(previous: &Hash, e: &RecordedEvent) -> Hash {
+    let actor = actor_json(&e.actor);
+    fields_hash(previous, &fields_of(e, &actor), &mut Vec::new())
+}
+
+/// The hash of an event's fields given the hash of the one before it; `scratch` is reused
+/// for the canonical text.
+pub fn fields_hash(previous: &Hash, e: &EventFields<'_>, scratch: &mut Vec<u8>) -> Hash {
+    scratch.clear();
+    canonical_into(e, scratch);
     let mut h = Sha256::new();
     h.update(previous);
-    h.update(canonical(e).as_bytes());
+    h.update(&scratch[..]);
     h.finalize().into()
 }
 
@@ -135,7 +252,6 @@ mod tests {
     use crate::{Actor, ActorKind};
     use chrono::TimeZone;
     use serde_json::json;
-    use uuid::Uuid;
 
     fn event(payload: Value) -> RecordedEvent {
         RecordedEvent {

@@ -7,6 +7,8 @@
 //! - [`commands`]: the write path — load, decide, append with expected version, once per
 //!   command id.
 
+pub mod batch;
+pub mod cache;
 pub mod commands;
 pub mod envelope;
 pub mod integrity;
@@ -15,7 +17,7 @@ pub mod service_requests;
 pub mod store;
 pub mod surveys;
 
-pub use commands::{AppError, CommandMeta, CommandService};
+pub use commands::{AppError, CommandMeta, CommandService, Read};
 pub use envelope::{Actor, ActorKind, RecordedEvent};
 pub use memory::InMemoryEventStore;
 pub use store::{AppendOutcome, AppendRequest, EventStore, StoreError};

@@ -5,7 +5,6 @@
 use kefu_domain::{
     Aggregate, DomainError, DomainEvent,
     business_calendar::{BusinessCalendarCommand, BusinessCalendarState, DefineBusinessCalendar},
-    customer::Customer,
     service_config::{SERVICE_CONFIGURATION_ID, ServiceConfigCommand, ServiceConfiguration},
     service_request::{OpenServiceRequest, ServiceRequest, ServiceRequestCommand},
     sla::CalendarDefinition,
@@ -15,7 +14,8 @@ use kefu_domain::{
 use uuid::Uuid;
 
 use crate::{
-    AppError, CommandMeta, CommandService,
+    AppError, CommandMeta, CommandService, Read,
+    commands::Failure,
     store::{AppendOutcome, AppendRequest, CommandRecord, NewEvent, StoreError, StreamAppend},
 };
 
@@ -103,59 +103,79 @@ impl CommandService {
         self.execute::<BusinessCalendarState>(id, None, BusinessCalendarCommand::Define(command), meta).await
     }
 
-    async fn calendar_for(
+    /// The configuration and, for a business-time clock, its calendar, as a decision reads
+    /// them (from the cache unless `fresh`).
+    async fn calendar_read(
         &self,
         terms_calendar: Option<Uuid>,
         clock: ClockKind,
+        fresh: bool,
+        reads: &mut Vec<Read>,
     ) -> Result<Option<CalendarDefinition>, AppError> {
         match (clock, terms_calendar) {
-            (ClockKind::Business, Some(id)) => Ok(self.calendar(id).await?),
+            (ClockKind::Business, Some(id)) => {
+                let calendar = self.current::<BusinessCalendarState>(id, fresh).await?;
+                reads.push(calendar.read(id));
+                Ok(calendar.state.defined.as_ref().map(|d| d.definition.clone()))
+            }
             _ => Ok(None),
         }
     }
 
     /// Files a request: the customer must exist; the SLA terms are the policy that matches.
     pub async fn open_request(&self, draft: RequestDraft, mut meta: CommandMeta) -> Result<AppendOutcome, AppError> {
-        let (customer, _, _) = self.load::<Customer>(draft.customer_id).await?;
-        if !customer.is_registered() {
-            return Err(DomainError::NotFound { entity: "customer", id: draft.customer_id.to_string() }.into());
-        }
-        let tier = customer.classification.value_tier;
-        let config = self.configuration().await?;
-        let terms = config.terms_for(draft.request_type, draft.priority, tier, &draft.category);
-        let calendar = self.calendar_for(terms.calendar_id, terms.clock).await?;
-        let taken_by = match draft.taken_by {
-            Some(s) => s,
+        let taken_by = match &draft.taken_by {
+            Some(s) => s.clone(),
             None => staff_of(&meta)?,
         };
         let at = self.business_time(&mut meta);
-        let command = OpenServiceRequest {
-            request_id: draft.request_id,
-            customer_id: draft.customer_id,
-            customer_tier: tier,
-            request_type: draft.request_type,
-            category: draft.category,
-            priority: draft.priority,
-            channel: draft.channel,
-            subject: draft.subject,
-            description: draft.description,
-            taken_by,
-            department: draft.department,
-            on_site_required: draft.on_site_required,
-            external_ref: draft.external_ref,
-            tags: draft.tags,
-            origin: draft.origin,
-            at,
-            terms,
-            calendar,
-        };
-        self.execute::<ServiceRequest>(
-            draft.request_id,
-            Some(draft.customer_id),
-            ServiceRequestCommand::Open(Box::new(command)),
-            meta,
-        )
-        .await
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let fresh = attempt > 1;
+            let customer = self.registered(draft.customer_id, fresh).await?;
+            let tier = customer.state.classification.value_tier;
+            let config = self.current::<ServiceConfiguration>(SERVICE_CONFIGURATION_ID, fresh).await?;
+            let mut reads = vec![customer.read(draft.customer_id), config.read(SERVICE_CONFIGURATION_ID)];
+            let terms = config.state.terms_for(draft.request_type, draft.priority, tier, &draft.category);
+            let calendar = self.calendar_read(terms.calendar_id, terms.clock, fresh, &mut reads).await?;
+            let draft = draft.clone();
+            let command = OpenServiceRequest {
+                request_id: draft.request_id,
+                customer_id: draft.customer_id,
+                customer_tier: tier,
+                request_type: draft.request_type,
+                category: draft.category,
+                priority: draft.priority,
+                channel: draft.channel,
+                subject: draft.subject,
+                description: draft.description,
+                taken_by: taken_by.clone(),
+                department: draft.department,
+                on_site_required: draft.on_site_required,
+                external_ref: draft.external_ref,
+                tags: draft.tags,
+                origin: draft.origin,
+                at,
+                terms,
+                calendar,
+            };
+            let command = ServiceRequestCommand::Open(Box::new(command));
+            match self
+                .decide_and_append::<ServiceRequest>(
+                    draft.request_id,
+                    Some(draft.customer_id),
+                    &command,
+                    &meta,
+                    &reads,
+                    true,
+                )
+                .await
+            {
+                Err(Failure::StaleRead) if attempt < 10 => continue,
+                other => return other.map_err(Failure::into_app),
+            }
+        }
     }
 
     /// Applies a command to a request, completing what the handler supplies: the business
@@ -164,68 +184,106 @@ impl CommandService {
     pub async fn request(
         &self,
         request_id: Uuid,
-        mut command: ServiceRequestCommand,
+        command: ServiceRequestCommand,
         mut meta: CommandMeta,
     ) -> Result<AppendOutcome, AppError> {
-        let (state, _, _) = self.load::<ServiceRequest>(request_id).await?;
-        let Some(filed) = state.filed.clone() else {
-            return Err(DomainError::NotFound { entity: "serviceRequest", id: request_id.to_string() }.into());
-        };
         let time = self.business_time(&mut meta);
-        let needs_config = matches!(
-            command,
-            ServiceRequestCommand::Escalate { .. }
-                | ServiceRequestCommand::Deescalate { .. }
-                | ServiceRequestCommand::CheckSla { .. }
-                | ServiceRequestCommand::Resolve { .. }
-        );
-        let config = if needs_config { Some(self.configuration().await?) } else { None };
-        let levels = config.as_ref().map(ServiceConfiguration::levels).unwrap_or_default();
-        let calendar = match command {
-            ServiceRequestCommand::Resume { .. }
-            | ServiceRequestCommand::RecordReturnVisit { .. }
-            | ServiceRequestCommand::Reopen { .. } => self.calendar_for(filed.sla.calendar_id, filed.sla.clock).await?,
-            _ => None,
-        };
-        use ServiceRequestCommand as C;
-        match &mut command {
-            C::Open(_) => {
-                return Err(DomainError::AlreadyExists { entity: "serviceRequest", id: request_id.to_string() }.into());
-            }
-            C::Acknowledge { at, .. }
-            | C::Assign { at, .. }
-            | C::Transfer { at, .. }
-            | C::CommunicatePlan { at, .. }
-            | C::CommitCallback { at, .. }
-            | C::AwaitCustomer { at, .. }
-            | C::RecordOnSiteArrival { at, .. }
-            | C::UpdateCustomer { at, .. }
-            | C::Close { at, .. }
-            | C::Withdraw { at, .. }
-            | C::AbsorbDuplicate { at, .. }
-            | C::MergeInto { at, .. } => *at = time,
-            C::Resume { at, calendar: c, .. }
-            | C::RecordReturnVisit { at, calendar: c, .. }
-            | C::Reopen { at, calendar: c, .. } => {
-                *at = time;
-                *c = calendar;
-            }
-            C::Escalate { at, levels: l, .. } | C::Deescalate { at, levels: l, .. } => {
-                *at = time;
-                *l = levels;
-            }
-            C::CheckSla { now, levels: l } => {
-                *now = time;
-                *l = levels;
-            }
-            C::Resolve { at, root_cause, .. } => {
-                *at = time;
-                if let Some(config) = &config {
-                    config.check_root_cause(root_cause)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let fresh = attempt > 1;
+            let state = self.current::<ServiceRequest>(request_id, fresh).await?;
+            let Some(filed) = state.state.filed.clone() else {
+                if !fresh {
+                    continue;
+                }
+                return Err(DomainError::NotFound { entity: "serviceRequest", id: request_id.to_string() }.into());
+            };
+            let needs_config = matches!(
+                command,
+                ServiceRequestCommand::Escalate { .. }
+                    | ServiceRequestCommand::Deescalate { .. }
+                    | ServiceRequestCommand::CheckSla { .. }
+                    | ServiceRequestCommand::Resolve { .. }
+            );
+            let mut reads = Vec::new();
+            let config = if needs_config {
+                let config = self.current::<ServiceConfiguration>(SERVICE_CONFIGURATION_ID, fresh).await?;
+                reads.push(config.read(SERVICE_CONFIGURATION_ID));
+                Some(config)
+            } else {
+                None
+            };
+            let levels = config.as_ref().map(|c| c.state.levels()).unwrap_or_default();
+            let calendar = match command {
+                ServiceRequestCommand::Resume { .. }
+                | ServiceRequestCommand::RecordReturnVisit { .. }
+                | ServiceRequestCommand::Reopen { .. } => {
+                    self.calendar_read(filed.sla.calendar_id, filed.sla.clock, fresh, &mut reads).await?
+                }
+                _ => None,
+            };
+            let mut command = command.clone();
+            use ServiceRequestCommand as C;
+            match &mut command {
+                C::Open(_) => {
+                    return Err(
+                        DomainError::AlreadyExists { entity: "serviceRequest", id: request_id.to_string() }.into()
+                    );
+                }
+                C::Acknowledge { at, .. }
+                | C::Assign { at, .. }
+                | C::Transfer { at, .. }
+                | C::CommunicatePlan { at, .. }
+                | C::CommitCallback { at, .. }
+                | C::AwaitCustomer { at, .. }
+                | C::RecordOnSiteArrival { at, .. }
+                | C::UpdateCustomer { at, .. }
+                | C::Close { at, .. }
+                | C::Withdraw { at, .. }
+                | C::AbsorbDuplicate { at, .. }
+                | C::MergeInto { at, .. } => *at = time,
+                C::Resume { at, calendar: c, .. }
+                | C::RecordReturnVisit { at, calendar: c, .. }
+                | C::Reopen { at, calendar: c, .. } => {
+                    *at = time;
+                    *c = calendar;
+                }
+                C::Escalate { at, levels: l, .. } | C::Deescalate { at, levels: l, .. } => {
+                    *at = time;
+                    *l = levels;
+                }
+                C::CheckSla { now, levels: l } => {
+                    *now = time;
+                    *l = levels;
+                }
+                C::Resolve { at, root_cause, .. } => {
+                    *at = time;
+                    if let Some(config) = &config
+                        && let Err(e) = config.state.check_root_cause(root_cause)
+                    {
+                        if !fresh {
+                            continue;
+                        }
+                        return Err(e.into());
+                    }
                 }
             }
+            match self
+                .decide_and_append::<ServiceRequest>(
+                    request_id,
+                    Some(filed.customer_id),
+                    &command,
+                    &meta,
+                    &reads,
+                    false,
+                )
+                .await
+            {
+                Err(Failure::StaleRead) if attempt < 10 => continue,
+                other => return other.map_err(Failure::into_app),
+            }
         }
-        self.execute::<ServiceRequest>(request_id, Some(filed.customer_id), command, meta).await
     }
 
     /// Merges a duplicate into a survivor, atomically: the survivor records the duplicate and
@@ -242,7 +300,8 @@ impl CommandService {
         let payload = meta.fingerprint.clone().unwrap_or_else(
             || serde_json::json!({"Merge": {"survivorId": survivor_id, "duplicateId": duplicate_id, "reason": reason}}),
         );
-        let record = CommandRecord { command_id, command_type: "service_request.Merge".into(), payload };
+        let record =
+            CommandRecord { command_id, command_type: "service_request.Merge".into(), payload: payload.into() };
         if meta.command_id.is_some()
             && let Some(j) = self.store().find_command(command_id).await?
         {
@@ -296,7 +355,11 @@ impl CommandService {
                     events: events_of::<ServiceRequest>(&merged, command_id, absorbed.len())?,
                 }],
             };
-            match self.store().append(request).await {
+            let appended = self.store().append(request).await;
+            // The merge bypasses the stream cache: forget both streams.
+            self.forget(survivor_id);
+            self.forget(duplicate_id);
+            match appended {
                 Ok(outcome) => return Ok(outcome),
                 Err(StoreError::WrongExpectedVersion { .. }) if meta.expected_version.is_none() && attempt < 10 => {
                     continue;

@@ -27,8 +27,9 @@ pub struct CommandRecord {
     pub command_id: Uuid,
     /// e.g. `customer.Register`.
     pub command_type: String,
-    /// The command as JSON; a retry must carry the same command.
-    pub payload: serde_json::Value,
+    /// The command as JSON; a retry must carry the same command. Shared: batches and the
+    /// writer's memory of recent batches hold it without copying.
+    pub payload: std::sync::Arc<serde_json::Value>,
 }
 
 /// An atomic append of a command's events to one stream.

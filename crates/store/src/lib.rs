@@ -6,6 +6,7 @@
 //! - [`relay_state`]: what the relay reads (the log after a position) and writes (its cursor
 //!   and per-partition offsets), and its leadership lock;
 //! - [`history`]: filtered pages of the log and causal trees, for export and tracing;
+//! - [`writer`]: group commit — many appends in one transaction, each with its own outcome;
 //! - [`integrity`]: the hash chain written with every append, anchors, verification;
 //! - [`migrate`]: embedded migrations, each crate with its own history table;
 //! - [`connect`]: a lazily connecting pool, so processes start while the database is down
@@ -21,8 +22,10 @@ pub mod integrity;
 pub mod migrate;
 mod pg;
 pub mod relay_state;
+pub mod writer;
 
 pub use pg::{APPEND_CHANNEL, PgEventStore};
+pub use writer::{WriterOptions, WriterStats};
 
 /// Opens a pool that connects on first use; `acquire_timeout` bounds how long a request waits
 /// for the database before failing as unavailable.

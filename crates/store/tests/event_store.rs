@@ -33,7 +33,7 @@ fn request(stream: Uuid, expected: i64, n: usize) -> AppendRequest {
         command: CommandRecord {
             command_id,
             command_type: "customer.Test".into(),
-            payload: serde_json::json!({"Test": {"n": n}}),
+            payload: serde_json::json!({"Test": {"n": n}}).into(),
         },
         events: (0..n)
             .map(|i| NewEvent {
@@ -189,7 +189,7 @@ async fn a_reader_never_sees_a_later_position_while_an_earlier_one_is_in_flight(
     let b = Uuid::now_v7();
     // Transaction A appends and stays open.
     let mut tx = store.pool().begin().await?;
-    let held = store.append_uncommitted(&mut tx, &request(a, 0, 2)).await?.unwrap();
+    let held = store.append_uncommitted(&mut tx, &request(a, 0, 2)).await?;
     assert_eq!(held.first_position, Some(1));
     // B appends concurrently: it must queue behind A rather than commit position 3 first.
     let b_task = {
@@ -362,5 +362,184 @@ async fn a_command_that_changes_several_streams_appends_to_all_or_none() -> anyh
     assert!(matches!(err, StoreError::WrongExpectedVersion { stream_id, actual: 0, .. } if stream_id == d));
     assert!(store.load(c).await?.is_empty(), "nothing of the refused command was appended");
     assert_eq!(store.head().await?, 4);
+    Ok(())
+}
+
+/// Payloads whose stored form differs from the form they were written in: `jsonb` reorders
+/// keys, prints whole floats without an exponent and drops the sign of zero.
+fn awkward_payload(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "zeta": "末尾", "alpha": {"z": 1, "a": [3, 2, 1], "m": {"y": null, "b": true}},
+        "whole": 1e16, "big_whole": 1.5e16, "huge": 1e21, "minus_zero": -0.0, "tenth": 0.1,
+        "tiny": 1e-7, "far": 1.5e300, "u64": u64::MAX, "i64": i64::MIN, "neg_whole": -1e17,
+        "text": format!("引号\"反斜杠\\换行\n制表\t{i} \u{7f} é 😀"),
+        "empty": {}, "list": [], "float_int": 100.0,
+    })
+}
+
+#[tokio::test]
+async fn the_hash_written_with_an_append_is_the_one_verification_computes_from_the_stored_row()
+-> anyhow::Result<()> {
+    let store = store().await?;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = Uuid::now_v7();
+            let mut req = request(stream, 0, 3);
+            for e in &mut req.events {
+                e.payload = awkward_payload(i);
+            }
+            // Business time before 2000 (PostgreSQL's epoch) and at microsecond precision.
+            req.occurred_at = "1999-12-31T23:59:59.999999Z".parse().unwrap();
+            req.actor = Actor {
+                id: "agent.李".into(),
+                name: Some("李 \"雷\"".into()),
+                kind: ActorKind::User,
+                roles: vec!["agent".into(), "质检".into()],
+            };
+            store.append(req).await?;
+            let follow = request(stream, 3, 1);
+            store.append(follow).await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let verification = kefu_store::integrity::verify_store(store.pool(), |_, _| {}).await?;
+    assert_eq!(verification.first_mismatch, None);
+    assert_eq!(verification.events, 80);
+    // The stored payload really is in another form than the one hashed at append.
+    let stored: String =
+        sqlx::query_scalar("SELECT payload::text FROM event_store.events WHERE stream_version = 1 LIMIT 1")
+            .fetch_one(store.pool())
+            .await?;
+    assert!(stored.contains("10000000000000000") && !stored.contains("-0.0"), "{stored}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_value_the_database_cannot_store_fails_only_its_own_append() -> anyhow::Result<()> {
+    let store = Arc::new(store().await?);
+    let mut handles = Vec::new();
+    for i in 0..24 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut req = request(Uuid::now_v7(), 0, 1);
+            if i == 7 {
+                // jsonb cannot hold a NUL character
+                req.events[0].payload = serde_json::json!({"note": "a\u{0}b"});
+            }
+            (i, store.append(req).await)
+        }));
+    }
+    let mut failed = Vec::new();
+    for h in handles {
+        let (i, result) = h.await?;
+        match result {
+            Ok(o) => assert_eq!(o.event_count, 1),
+            Err(e) => {
+                assert!(matches!(e, StoreError::Database(_)), "{e:?}");
+                failed.push(i);
+            }
+        }
+    }
+    assert_eq!(failed, vec![7]);
+    assert_eq!(store.head().await?, 23);
+    let positions: Vec<i64> = store.read_after(0, 100).await?.iter().map(|e| e.global_position).collect();
+    assert_eq!(positions, (1..=23).collect::<Vec<_>>(), "dense positions around the refused append");
+    Ok(())
+}
+
+#[tokio::test]
+async fn appends_in_one_batch_keep_their_own_outcomes() -> anyhow::Result<()> {
+    let store = Arc::new(store().await?);
+    let shared = Uuid::now_v7();
+    store.append(request(shared, 0, 1)).await?;
+    let retried = request(Uuid::now_v7(), 0, 1);
+    store.append(retried.clone()).await?;
+    // Many appends at once, so that they share batches: racers for one version of one stream,
+    // a retry, a reuse of a command id for another command, and independent appends.
+    let mut handles = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        let retried = retried.clone();
+        handles.push(tokio::spawn(async move {
+            let req = match i % 4 {
+                0 => request(shared, 1, 1),
+                1 => retried,
+                2 => {
+                    let mut other = request(Uuid::now_v7(), 0, 1);
+                    other.command.command_id = retried.command.command_id;
+                    other
+                }
+                _ => request(Uuid::now_v7(), 0, 2),
+            };
+            (i % 4, store.append(req).await)
+        }));
+    }
+    let mut winners = 0;
+    for h in handles {
+        match h.await? {
+            (0, Ok(_)) => winners += 1,
+            (0, Err(e)) => assert!(matches!(e, StoreError::WrongExpectedVersion { actual: 2, .. }), "{e:?}"),
+            (1, r) => assert!(r?.deduplicated),
+            (2, r) => assert!(matches!(r, Err(StoreError::CommandIdReused { .. })), "{r:?}"),
+            (_, r) => assert_eq!(r?.event_count, 2),
+        }
+    }
+    assert_eq!(winners, 1, "one winner for version 2 of the shared stream");
+    assert_eq!(store.load(shared).await?.len(), 2);
+    assert_eq!(store.head().await?, 2 + 1 + 10 * 2);
+    let stats = store.writer_stats();
+    assert!(stats.batches < stats.appends, "appends shared batches: {stats:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_writers_on_one_database_keep_one_winner_per_version_and_dense_positions() -> anyhow::Result<()> {
+    // Two stores on separate pools: two writers, as two `kefu serve` processes would have.
+    let db = kefu_testkit::fresh_database().await?;
+    migrate::run(&db.pool).await?;
+    let other_pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&db.url).await?;
+    let stores = [Arc::new(PgEventStore::new(db.pool.clone())), Arc::new(PgEventStore::new(other_pool))];
+    let streams: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    let mut handles = Vec::new();
+    for t in 0..16 {
+        let store = stores[t % 2].clone();
+        let streams = streams.clone();
+        handles.push(tokio::spawn(async move {
+            let mut wins = Vec::new();
+            for round in 0..12 {
+                let stream = streams[(t + round) % streams.len()];
+                let version = store.load(stream).await?.len() as i64;
+                match store.append(request(stream, version, 1 + round % 2)).await {
+                    Ok(o) => wins.push((stream, o.stream_version)),
+                    Err(StoreError::WrongExpectedVersion { .. }) => {}
+                    Err(e) => return Err(anyhow::anyhow!("unexpected error {e}")),
+                }
+            }
+            anyhow::Ok(wins)
+        }));
+    }
+    let mut wins = Vec::new();
+    for h in handles {
+        wins.extend(h.await??);
+    }
+    let unique: HashSet<_> = wins.iter().copied().collect();
+    assert_eq!(unique.len(), wins.len(), "a version was won twice");
+    for stream in &streams {
+        let versions: Vec<i64> = stores[0].load(*stream).await?.iter().map(|e| e.stream_version).collect();
+        assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>());
+    }
+    let log = stores[0].read_after(0, 10_000).await?;
+    let positions: Vec<i64> = log.iter().map(|e| e.global_position).collect();
+    assert_eq!(positions, (1..=log.len() as i64).collect::<Vec<_>>(), "positions are dense");
+    let times: Vec<_> = log.iter().map(|e| e.recorded_at).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "recorded times grow with position");
+    let careful = stores[0].writer_stats().careful + stores[1].writer_stats().careful;
+    assert!(careful > 0, "the writers met each other (each found the head moved at least once)");
+    let verification = kefu_store::integrity::verify_store(stores[0].pool(), |_, _| {}).await?;
+    assert_eq!(verification.first_mismatch, None);
     Ok(())
 }

@@ -5,13 +5,22 @@
 //!   events land on one partition in order;
 //! - the cursor advances only over the longest prefix the broker acknowledged; anything after
 //!   a failure is sent again (consumers drop duplicates by stream version);
+//! - records are pipelined: the relay reads and hands on the next events while the broker
+//!   acknowledges earlier ones (the idempotent producer keeps each partition in order with up
+//!   to five requests in flight), and stores the cursor every few milliseconds;
 //! - positions are dense and commit-ordered in the store, so reading "after the cursor" never
 //!   skips a transaction still in flight;
 //! - one relay per topic is active (a PostgreSQL advisory lock); others wait as standbys;
 //! - when the broker has lost records the relay had published (a memory-only broker was
 //!   restarted), it says so loudly and, if allowed, publishes the whole history again.
 
-use std::{collections::BTreeMap, future::Future, pin::pin, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    future::Future,
+    pin::pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use kefu_app::RecordedEvent;
 use kefu_contract::{CONTENT_TYPE, Contract};
@@ -91,17 +100,28 @@ struct Topic {
     tails: Vec<Option<(i64, i64)>>,
 }
 
+/// A record handed to the producer (or found already on the broker), in position order.
 enum Pending {
     Sent(i64, rdkafka::producer::DeliveryFuture),
     AlreadyOnBroker(i64, PartitionMark),
 }
 
-/// The outcome of one publishing round.
-struct Round {
-    acked_through: Option<i64>,
-    marks: BTreeMap<i32, PartitionMark>,
-    failure: Option<BusError>,
+/// What ends a stretch of publishing.
+enum Next {
+    /// Check the lock and the topic again, then go on.
+    Reopen,
+    /// Shut down.
+    Shutdown,
+    /// Another relay took over.
+    LostLock,
 }
+
+/// Records in flight beyond which the relay waits for acknowledgements before reading more.
+const MAX_IN_FLIGHT: usize = 50_000;
+/// The cursor is written at least this often while records are acknowledged…
+const PERSIST_EVERY: Duration = Duration::from_millis(20);
+/// …or after this many.
+const PERSIST_EVENTS: i64 = 10_000;
 
 fn headers(event: &RecordedEvent) -> OwnedHeaders {
     // The version the value carries (older payloads are upcast on the way out).
@@ -209,127 +229,22 @@ impl Relay {
         }
     }
 
-    /// Sends a batch and waits for every acknowledgement.
-    async fn send(&self, topic: &Topic, events: &[RecordedEvent]) -> Round {
-        let contract = Contract::get();
-        let producer = self.producer();
-        let mut pending = Vec::with_capacity(events.len());
-        let mut failure = None;
-        for event in events {
-            let key = event.partition_key().to_string();
-            let partition = partition_for(key.as_bytes(), topic.partitions);
-            if let Some(Some((offset, position))) = topic.tails.get(partition as usize)
-                && event.global_position <= *position
-            {
-                pending.push(Pending::AlreadyOnBroker(
-                    event.global_position,
-                    PartitionMark { partition, next_offset: offset + 1, last_position: *position },
-                ));
-                continue;
-            }
-            let payload = match contract.encode(event) {
-                Ok(p) => p,
-                Err(e) => {
-                    failure = Some(BusError::Contract(e));
-                    break;
-                }
-            };
-            let mut record = FutureRecord::to(&self.bus.topic)
-                .key(&key)
-                .partition(partition)
-                .payload(&payload)
-                .headers(headers(event));
-            let sent = loop {
-                match producer.send_result(record) {
-                    Ok(delivery) => break Ok(delivery),
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    Err((e, _)) => break Err(e),
-                }
-            };
-            match sent {
-                Ok(delivery) => pending.push(Pending::Sent(event.global_position, delivery)),
-                Err(e) => {
-                    failure = Some(BusError::Kafka(e));
-                    break;
-                }
-            }
-        }
-        let mut round = Round { acked_through: None, marks: BTreeMap::new(), failure: None };
-        for p in pending {
-            let (position, mark) = match p {
-                Pending::AlreadyOnBroker(position, mark) => (position, mark),
-                Pending::Sent(position, delivery) => match delivery.await {
-                    Ok(Ok(d)) => (
-                        position,
-                        PartitionMark { partition: d.partition, next_offset: d.offset + 1, last_position: position },
-                    ),
-                    Ok(Err((e, _))) => {
-                        round.failure = Some(BusError::Kafka(e));
-                        break;
-                    }
-                    Err(_) => {
-                        round.failure = Some(BusError::Topic("the producer dropped a delivery report".into()));
-                        break;
-                    }
-                },
-            };
-            round.acked_through = Some(position);
-            let entry = round.marks.entry(mark.partition).or_insert(mark);
-            entry.next_offset = entry.next_offset.max(mark.next_offset);
-            entry.last_position = entry.last_position.max(mark.last_position);
-        }
-        if round.failure.is_none() {
-            round.failure = failure;
-        }
-        round
-    }
-
     /// Publishes everything after the cursor once; returns how many events were acknowledged.
     pub async fn publish_pending(&self) -> Result<usize, BusError> {
-        let (mut cursor, topic) = self.open().await?;
-        let mut total = 0;
-        loop {
-            let (n, next) = self.publish_round(&topic, cursor).await?;
-            if n == 0 {
-                return Ok(total);
+        let (cursor, topic) = self.open().await?;
+        let mut pump = Pump::new(self, &topic, cursor);
+        let result = async {
+            loop {
+                let read = if pump.full() { 0 } else { pump.fill().await? };
+                pump.settle(pump.full() || (read == 0 && !pump.in_flight.is_empty())).await?;
+                if read == 0 && pump.in_flight.is_empty() {
+                    return Ok(());
+                }
             }
-            total += n;
-            cursor = next;
         }
-    }
-
-    async fn publish_round(&self, topic: &Topic, cursor: i64) -> Result<(usize, i64), BusError> {
-        let events = self.store.read_after(cursor, self.options.batch_size).await?;
-        if events.is_empty() {
-            return Ok((0, cursor));
-        }
-        // Defence in depth: the store promises dense positions; never publish across a gap.
-        if let Some(first) = events.first()
-            && first.global_position != cursor + 1
-        {
-            return Err(BusError::Topic(format!("the event store skipped from {cursor} to {}", first.global_position)));
-        }
-        let round = self.send(topic, &events).await;
-        let mut acked = 0;
-        let mut next = cursor;
-        if let Some(through) = round.acked_through {
-            let marks: Vec<PartitionMark> = round.marks.into_values().collect();
-            relay_state::advance(self.store.pool(), &self.bus.topic, through, &marks).await?;
-            acked = (through - cursor) as usize;
-            next = through;
-            self.progress.send_modify(|p| p.position = through);
-            tracing::debug!(topic = %self.bus.topic, through, sent = acked, "relay advanced");
-        }
-        match round.failure {
-            Some(e) => {
-                self.renew_producer("a delivery failed")?;
-                Err(e)
-            }
-            None => Ok((acked, next)),
-        }
+        .await;
+        pump.finish(result).await?;
+        Ok((pump.acked - cursor) as usize)
     }
 
     /// Runs until `shutdown` completes: waits for the relay lock, then publishes as events
@@ -396,8 +311,6 @@ impl Relay {
         lock: &mut relay_state::RelayLock,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<bool, BusError> {
-        let (mut cursor, mut topic) = self.open().await?;
-        self.progress.send_modify(|p| p.position = cursor);
         let mut listener = match PgListener::connect_with(self.store.pool()).await {
             Ok(mut l) => match l.listen(kefu_store::APPEND_CHANNEL).await {
                 Ok(()) => Some(l),
@@ -405,23 +318,46 @@ impl Relay {
             },
             Err(_) => None,
         };
+        loop {
+            let (cursor, topic) = self.open().await?;
+            self.progress.send_modify(|p| p.position = cursor);
+            let mut pump = Pump::new(&self, &topic, cursor);
+            let result = self.publish_until(&mut pump, lock, shutdown, &mut listener).await;
+            match pump.finish(result).await? {
+                Next::Reopen => continue,
+                Next::Shutdown => return Ok(true),
+                Next::LostLock => return Ok(false),
+            }
+        }
+    }
+
+    /// Reads and sends while the broker acknowledges earlier records (the producer pipelines;
+    /// the cursor follows the acknowledged prefix); when caught up, waits for new appends.
+    async fn publish_until(
+        &self,
+        pump: &mut Pump<'_>,
+        lock: &mut relay_state::RelayLock,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+        listener: &mut Option<PgListener>,
+    ) -> Result<Next, BusError> {
         let mut idle_rounds = 0u32;
         loop {
-            let (n, next) = self.publish_round(&topic, cursor).await?;
-            cursor = next;
-            if n > 0 {
+            let read = if pump.full() { 0 } else { pump.fill().await? };
+            pump.settle(pump.full() || (read == 0 && !pump.in_flight.is_empty())).await?;
+            if read > 0 || !pump.in_flight.is_empty() {
                 idle_rounds = 0;
                 continue;
             }
+            pump.persist(true).await?;
             idle_rounds += 1;
             // Every few idle rounds, make sure we still hold the lock and the broker still has
             // the log.
             if idle_rounds.is_multiple_of(20) {
                 if !lock.still_held().await {
                     tracing::warn!("relay lost its lock session; stepping down");
-                    return Ok(false);
+                    return Ok(Next::LostLock);
                 }
-                (cursor, topic) = self.open().await?;
+                return Ok(Next::Reopen);
             }
             let wait = async {
                 match listener.as_mut() {
@@ -435,9 +371,177 @@ impl Relay {
                 _ = &mut *shutdown => {
                     let producer = self.producer();
                     let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
-                    return Ok(true);
+                    return Ok(Next::Shutdown);
                 }
                 _ = wait => {}
+            }
+        }
+    }
+}
+
+/// One stretch of publishing: what was read and sent, what the broker acknowledged, and what
+/// of that the cursor in PostgreSQL already says.
+struct Pump<'a> {
+    relay: &'a Relay,
+    topic: &'a Topic,
+    producer: FutureProducer,
+    /// The last position handed to the producer.
+    read: i64,
+    /// The end of the acknowledged prefix.
+    acked: i64,
+    /// What the stored cursor says.
+    persisted: i64,
+    in_flight: VecDeque<Pending>,
+    /// Partition ends acknowledged since the cursor was last stored.
+    marks: BTreeMap<i32, PartitionMark>,
+    last_persist: Instant,
+}
+
+impl<'a> Pump<'a> {
+    fn new(relay: &'a Relay, topic: &'a Topic, cursor: i64) -> Self {
+        Pump {
+            relay,
+            topic,
+            producer: relay.producer(),
+            read: cursor,
+            acked: cursor,
+            persisted: cursor,
+            in_flight: VecDeque::new(),
+            marks: BTreeMap::new(),
+            last_persist: Instant::now(),
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.in_flight.len() >= MAX_IN_FLIGHT
+    }
+
+    /// Reads the next events after what was read and hands them to the producer; returns how
+    /// many were read (0: caught up with the store).
+    async fn fill(&mut self) -> Result<usize, BusError> {
+        let events = self.relay.store.read_after(self.read, self.relay.options.batch_size).await?;
+        let Some(first) = events.first() else { return Ok(0) };
+        // Defence in depth: the store promises dense positions; never publish across a gap.
+        if first.global_position != self.read + 1 {
+            return Err(BusError::Topic(format!(
+                "the event store skipped from {} to {}",
+                self.read, first.global_position
+            )));
+        }
+        let contract = Contract::get();
+        for event in &events {
+            let key = event.partition_key().to_string();
+            let partition = partition_for(key.as_bytes(), self.topic.partitions);
+            if let Some(Some((offset, position))) = self.topic.tails.get(partition as usize)
+                && event.global_position <= *position
+            {
+                self.in_flight.push_back(Pending::AlreadyOnBroker(
+                    event.global_position,
+                    PartitionMark { partition, next_offset: offset + 1, last_position: *position },
+                ));
+                self.read = event.global_position;
+                continue;
+            }
+            let payload = contract.encode(event)?;
+            let mut record = FutureRecord::to(&self.relay.bus.topic)
+                .key(&key)
+                .partition(partition)
+                .payload(&payload)
+                .headers(headers(event));
+            let delivery = loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => break delivery,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        // The producer's queue is full: take acknowledgements first.
+                        if self.in_flight.is_empty() {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        } else {
+                            self.settle(true).await?;
+                        }
+                    }
+                    Err((e, _)) => return Err(BusError::Kafka(e)),
+                }
+            };
+            self.in_flight.push_back(Pending::Sent(event.global_position, delivery));
+            self.read = event.global_position;
+        }
+        Ok(events.len())
+    }
+
+    /// Takes the acknowledgements that arrived, in position order (waiting for the next one
+    /// when `wait`), and stores the cursor now and then.
+    async fn settle(&mut self, wait: bool) -> Result<(), BusError> {
+        let mut wait = wait;
+        while let Some(front) = self.in_flight.front_mut() {
+            let mark = match front {
+                Pending::AlreadyOnBroker(_, mark) => *mark,
+                Pending::Sent(position, delivery) => {
+                    let position = *position;
+                    let answer = if wait {
+                        wait = false;
+                        Some(delivery.await)
+                    } else {
+                        futures::FutureExt::now_or_never(delivery)
+                    };
+                    match answer {
+                        None => break,
+                        Some(Ok(Ok(d))) => {
+                            PartitionMark { partition: d.partition, next_offset: d.offset + 1, last_position: position }
+                        }
+                        Some(Ok(Err((e, _)))) => return Err(BusError::Kafka(e)),
+                        Some(Err(_)) => return Err(BusError::Topic("the producer dropped a delivery report".into())),
+                    }
+                }
+            };
+            let position = match self.in_flight.pop_front() {
+                Some(Pending::AlreadyOnBroker(p, _) | Pending::Sent(p, _)) => p,
+                None => break,
+            };
+            self.acked = position;
+            let entry = self.marks.entry(mark.partition).or_insert(mark);
+            entry.next_offset = entry.next_offset.max(mark.next_offset);
+            entry.last_position = entry.last_position.max(mark.last_position);
+        }
+        self.persist(false).await
+    }
+
+    /// Stores the cursor over the acknowledged prefix (when `force`, or when enough time or
+    /// records passed since the last time).
+    async fn persist(&mut self, force: bool) -> Result<(), BusError> {
+        if self.acked == self.persisted {
+            return Ok(());
+        }
+        if !force && self.acked - self.persisted < PERSIST_EVENTS && self.last_persist.elapsed() < PERSIST_EVERY {
+            return Ok(());
+        }
+        let marks: Vec<PartitionMark> = self.marks.values().copied().collect();
+        relay_state::advance(self.relay.store.pool(), &self.relay.bus.topic, self.acked, &marks).await?;
+        tracing::debug!(topic = %self.relay.bus.topic, through = self.acked, sent = self.acked - self.persisted, "relay advanced");
+        self.persisted = self.acked;
+        self.marks.clear();
+        self.last_persist = Instant::now();
+        let through = self.acked;
+        self.relay.progress.send_modify(|p| p.position = through);
+        Ok(())
+    }
+
+    /// Ends a stretch: the acknowledged prefix is stored whatever happened; after a failure
+    /// the producer is replaced (what it still holds is re-sent from the cursor, and the
+    /// partition tails keep anything already on the broker from being sent twice).
+    async fn finish<T>(&mut self, result: Result<T, BusError>) -> Result<T, BusError> {
+        // Acknowledgements that already arrived count.
+        let settled = match &result {
+            Ok(_) => self.settle(false).await,
+            Err(_) => Ok(()),
+        };
+        let stored = self.persist(true).await;
+        match (result, settled, stored) {
+            (Ok(v), Ok(()), Ok(())) => Ok(v),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                self.in_flight.clear();
+                self.relay.renew_producer("a delivery failed")?;
+                Err(e)
             }
         }
     }

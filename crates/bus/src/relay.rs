@@ -65,7 +65,7 @@ pub struct RelayOptions {
 impl Default for RelayOptions {
     fn default() -> Self {
         RelayOptions {
-            batch_size: 500,
+            batch_size: 2000,
             idle_poll: Duration::from_millis(500),
             backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
@@ -395,6 +395,8 @@ struct Pump<'a> {
     /// Partition ends acknowledged since the cursor was last stored.
     marks: BTreeMap<i32, PartitionMark>,
     last_persist: Instant,
+    /// The read of the events after `read`, started while the previous ones are encoded.
+    prefetch: Option<tokio::task::JoinHandle<Result<Vec<RecordedEvent>, kefu_app::StoreError>>>,
 }
 
 impl<'a> Pump<'a> {
@@ -409,6 +411,7 @@ impl<'a> Pump<'a> {
             in_flight: VecDeque::new(),
             marks: BTreeMap::new(),
             last_persist: Instant::now(),
+            prefetch: None,
         }
     }
 
@@ -419,8 +422,17 @@ impl<'a> Pump<'a> {
     /// Reads the next events after what was read and hands them to the producer; returns how
     /// many were read (0: caught up with the store).
     async fn fill(&mut self) -> Result<usize, BusError> {
-        let events = self.relay.store.read_after(self.read, self.relay.options.batch_size).await?;
-        let Some(first) = events.first() else { return Ok(0) };
+        let events = match self.prefetch.take() {
+            Some(read) => read.await.map_err(|e| BusError::Topic(format!("the relay's read stopped: {e}")))??,
+            None => self.relay.store.read_after(self.read, self.relay.options.batch_size).await?,
+        };
+        let (Some(first), Some(last)) = (events.first(), events.last()) else { return Ok(0) };
+        if events.len() as i64 == self.relay.options.batch_size {
+            // There is probably more: read it while these are encoded and sent.
+            let store = self.relay.store.clone();
+            let (after, limit) = (last.global_position, self.relay.options.batch_size);
+            self.prefetch = Some(tokio::spawn(async move { store.read_after(after, limit).await }));
+        }
         // Defence in depth: the store promises dense positions; never publish across a gap.
         if first.global_position != self.read + 1 {
             return Err(BusError::Topic(format!(

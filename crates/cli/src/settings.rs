@@ -131,7 +131,7 @@ pub struct RelayArgs {
     #[arg(long, env = "KEFU_ON_LOST_LOG", value_enum, default_value_t = OnLostLog::Fail)]
     pub on_lost_log: OnLostLog,
     /// Events sent per round.
-    #[arg(long, env = "KEFU_RELAY_BATCH", default_value_t = 500)]
+    #[arg(long, env = "KEFU_RELAY_BATCH", default_value_t = 2000)]
     pub relay_batch: i64,
 }
 

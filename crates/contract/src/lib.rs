@@ -19,6 +19,7 @@ use prost_reflect::{
 };
 
 pub mod catalogue;
+mod wire;
 
 /// The compiled descriptor set of `proto/` (a `google.protobuf.FileDescriptorSet`).
 pub static DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kefu.fds"));
@@ -52,6 +53,7 @@ pub enum ContractError {
 pub struct Contract {
     pool: DescriptorPool,
     envelope: MessageDescriptor,
+    actor: MessageDescriptor,
     members: HashMap<String, FieldDescriptor>,
 }
 
@@ -79,7 +81,9 @@ impl Contract {
                 }
             }
         }
-        Contract { pool, envelope, members }
+        #[allow(clippy::expect_used)]
+        let actor = pool.get_message_by_name("kefu.v1.Actor").expect("proto/ defines kefu.v1.Actor");
+        Contract { pool, envelope, actor, members }
     }
 
     /// The descriptor pool (every message and enum of `proto/`).
@@ -148,8 +152,54 @@ impl Contract {
         .map_err(|e| ContractError::PayloadMismatch { event_type: event.event_type.clone(), reason: e.to_string() })
     }
 
-    /// Encodes an event as a binary `kefu.v1.Envelope`.
+    /// Encodes an event as a binary `kefu.v1.Envelope`, writing the wire format directly
+    /// ([`wire`]; the same bytes as [`Self::encode_dynamic`], several times faster).
     pub fn encode(&self, event: &RecordedEvent) -> Result<Vec<u8>, ContractError> {
+        use wire::{write_nested, write_string, write_time, write_varint};
+        let upcast = event.upcast().map_err(|e| ContractError::PayloadMismatch {
+            event_type: event.event_type.clone(),
+            reason: e.to_string(),
+        })?;
+        let e = upcast.as_ref();
+        let member =
+            self.members.get(&e.event_type).ok_or_else(|| ContractError::UnknownEventType(e.event_type.clone()))?;
+        let prost_reflect::Kind::Message(payload_desc) = member.kind() else {
+            return Err(ContractError::UnknownEventType(e.event_type.clone()));
+        };
+        let mut out = Vec::with_capacity(512);
+        let mut uuid = uuid::Uuid::encode_buffer();
+        let mut id = |u: &uuid::Uuid| u.hyphenated().encode_lower(&mut uuid).to_string();
+        write_string(1, &id(&e.event_id), false, &mut out);
+        write_string(2, &e.event_type, false, &mut out);
+        write_varint(3, u64::from(e.schema_version), &mut out);
+        write_string(4, &id(&e.stream_id), false, &mut out);
+        write_string(5, &e.stream_type, false, &mut out);
+        write_varint(6, e.stream_version as u64, &mut out);
+        if let Some(c) = &e.customer_id {
+            write_string(7, &id(c), true, &mut out);
+        }
+        write_varint(8, e.global_position as u64, &mut out);
+        let mut inner = Vec::with_capacity(64);
+        for (number, t) in [(9, &e.occurred_at), (10, &e.recorded_at)] {
+            inner.clear();
+            write_time(t.timestamp(), t.timestamp_subsec_nanos(), &mut inner);
+            write_nested(number, &inner, &mut out);
+        }
+        inner.clear();
+        let actor = serde_json::to_value(&e.actor).map_err(|err| ContractError::Malformed(err.to_string()))?;
+        wire::write_message(&self.actor, &actor, &mut inner).map_err(|r| wire::mismatch(&e.event_type, r))?;
+        write_nested(11, &inner, &mut out);
+        write_string(12, &id(&e.correlation_id), false, &mut out);
+        write_string(13, &id(&e.causation_id), false, &mut out);
+        write_string(14, &id(&e.command_id), false, &mut out);
+        inner.clear();
+        wire::write_message(&payload_desc, &e.payload, &mut inner).map_err(|r| wire::mismatch(&e.event_type, r))?;
+        write_nested(member.number(), &inner, &mut out);
+        Ok(out)
+    }
+
+    /// Encodes an event through a `DynamicMessage` (the reference for [`Self::encode`]).
+    pub fn encode_dynamic(&self, event: &RecordedEvent) -> Result<Vec<u8>, ContractError> {
         Ok(self.envelope_message(event)?.encode_to_vec())
     }
 

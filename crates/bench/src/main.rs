@@ -19,6 +19,11 @@
 //! - `as-of`: one customer with a long history (`--history` contacts); reads of
 //!   `customer(asOf: {position})` at random points, from snapshots (`as-of`) and folded from
 //!   the first event (`as-of-full`, what a read without snapshots costs) — reads/s, p50, p99.
+//!
+//! And the peers' workload ([`peers`]; `deploy/bench.sh` runs it beside cqrs-es and esrs on a
+//! PostgreSQL with fsync on), one JSON line each:
+//! - `kefu-bench peers`: the command service in this process;
+//! - `kefu-bench peers-graphql --url …`: one mutation per HTTP request against a gateway.
 
 #![allow(clippy::print_stdout)]
 
@@ -28,7 +33,7 @@ use std::{
 };
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use kefu_app::{Actor, ActorKind, CommandMeta, CommandService};
 use kefu_bus::{
     BusConfig,
@@ -45,10 +50,21 @@ use kefu_projections::{
 use kefu_store::PgEventStore;
 use uuid::Uuid;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod peers;
+mod usage;
+
+pub(crate) use usage::Usage;
+
 /// Benchmark settings.
 #[derive(Parser, Debug)]
 #[command(name = "kefu-bench", about = "Measures kefu's append, relay and projection throughput.")]
 struct Args {
+    /// A single scenario instead of the standard set.
+    #[command(subcommand)]
+    scenario: Option<Scenario>,
     /// Customers registered (each is one command of three events).
     #[arg(long, default_value_t = 200)]
     customers: usize,
@@ -75,7 +91,43 @@ struct Args {
     as_of_reads: usize,
 }
 
-fn actor() -> Actor {
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// The peers' workload through the command service in this process.
+    Peers(PeersArgs),
+    /// The peers' workload through GraphQL against a running gateway.
+    PeersGraphql(GraphqlArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct PeersArgs {
+    /// Complaints (each filed, acknowledged and resolved: three commands).
+    #[arg(long, default_value_t = 20000)]
+    complaints: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// PostgreSQL's postmaster, to report its CPU time.
+    #[arg(long)]
+    postgres_pid: Option<u32>,
+}
+
+#[derive(clap::Args, Debug)]
+struct GraphqlArgs {
+    #[command(flatten)]
+    peers: PeersArgs,
+    /// The gateway's GraphQL endpoint.
+    #[arg(long)]
+    url: String,
+    /// The gateway's process, to report its CPU time and peak memory.
+    #[arg(long)]
+    gateway_pid: Option<u32>,
+    /// What the gateway runs beside it, for the report (e.g. `kefu run`).
+    #[arg(long, default_value = "kefu serve")]
+    gateway: String,
+}
+
+pub(crate) fn actor() -> Actor {
     Actor { id: "bench".into(), name: None, kind: ActorKind::Import, roles: vec![] }
 }
 
@@ -101,6 +153,11 @@ fn report(scenario: &str, items: u64, unit: &str, elapsed: Duration, extra: serd
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    match &args.scenario {
+        Some(Scenario::Peers(p)) => return peers_in_process(p).await,
+        Some(Scenario::PeersGraphql(g)) => return peers_graphql(g).await,
+        None => {}
+    }
     let db = kefu_testkit::fresh_database().await?;
     kefu_store::migrate::run(&db.pool).await?;
     kefu_projections::migrate(&db.pool).await?;
@@ -290,5 +347,64 @@ async fn import(args: &Args) -> Result<()> {
                 "concurrency": args.import_concurrency}),
         );
     }
+    Ok(())
+}
+
+async fn peers_in_process(args: &PeersArgs) -> Result<()> {
+    let db = kefu_testkit::fresh_database().await?;
+    kefu_store::migrate::run(&db.pool).await?;
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().max_connections(args.concurrency as u32 + 2).connect(&db.url).await?;
+    let store = PgEventStore::new(pool.clone());
+    let service = CommandService::new(Arc::new(store.clone()));
+    let run = Uuid::now_v7();
+    peers::register_customers(&service, run, args.complaints).await?;
+    let before = store.head().await?;
+    let watch = usage::Watch { postgres: args.postgres_pid, gateway: None };
+    let mark = watch.mark();
+    let figures = peers::command_service(&service, run, args.complaints, args.concurrency).await?;
+    let used = watch.since(mark);
+    let appended = store.head().await? - before;
+    anyhow::ensure!(
+        appended == figures.events,
+        "the commands reported {} events but the store holds {appended} more",
+        figures.events
+    );
+    let mut line = figures.json("kefu (command service)", args.complaints, args.concurrency, &used);
+    let w = store.writer_stats();
+    let per_batch = |d: Duration| d.as_secs_f64() * 1e3 / w.batches.max(1) as f64;
+    line["writer"] = serde_json::json!({"batches": w.batches, "careful": w.careful,
+        "appends_per_batch": w.appends as f64 / w.batches.max(1) as f64,
+        "ms_per_batch": {"read": per_batch(w.read), "plan": per_batch(w.plan), "write": per_batch(w.write)}});
+    println!("{line}");
+    drop(service);
+    drop(store);
+    pool.close().await;
+    drop_database(db).await
+}
+
+/// Drops a benchmark's database (the next run starts from nothing, and the cluster does not
+/// fill up with old runs).
+async fn drop_database(db: kefu_testkit::TestDatabase) -> Result<()> {
+    use sqlx::Connection;
+    db.pool.close().await;
+    let mut admin = sqlx::PgConnection::connect(&kefu_testkit::admin_database_url()?).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.name)))
+        .execute(&mut admin)
+        .await?;
+    Ok(())
+}
+
+async fn peers_graphql(args: &GraphqlArgs) -> Result<()> {
+    let p = &args.peers;
+    let gateway = peers::Gateway::new(&args.url, p.concurrency)?;
+    let run = Uuid::now_v7();
+    let customers = peers::register_customers_graphql(&gateway, run, p.complaints).await?;
+    let watch = usage::Watch { postgres: p.postgres_pid, gateway: args.gateway_pid };
+    let mark = watch.mark();
+    let figures = peers::graphql(&gateway, customers, run, p.complaints, p.concurrency).await?;
+    let used = watch.since(mark);
+    let system = format!("kefu (GraphQL, {})", args.gateway);
+    println!("{}", figures.json(&system, p.complaints, p.concurrency, &used));
     Ok(())
 }

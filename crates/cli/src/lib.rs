@@ -266,17 +266,22 @@ fn relay_options(relay: &RelayArgs) -> RelayOptions {
     }
 }
 
-/// Every projection and automation (automations send their commands through `pool`).
-fn everything(pool: &PgPool) -> Vec<Arc<dyn kefu_projections::Projection>> {
-    let commands = kefu_app::CommandService::new(Arc::new(kefu_store::PgEventStore::new(pool.clone())));
+/// The write path of one process: one group-committing writer and one stream cache, shared
+/// by everything in the process that sends commands.
+fn command_service(pool: &PgPool) -> kefu_app::CommandService {
+    kefu_app::CommandService::new(Arc::new(kefu_store::PgEventStore::new(pool.clone())))
+}
+
+/// Every projection and automation (automations send their commands through `commands`).
+fn everything(commands: &kefu_app::CommandService) -> Vec<Arc<dyn kefu_projections::Projection>> {
     let mut all = kefu_projections::all();
-    all.extend(kefu_automations::all(&commands));
+    all.extend(kefu_automations::all(commands));
     all
 }
 
 /// The named projections and automations (all when none are named).
 fn projections(pool: &PgPool, only: &[String]) -> anyhow::Result<Vec<Arc<dyn kefu_projections::Projection>>> {
-    let all = everything(pool);
+    let all = everything(&command_service(pool));
     if only.is_empty() {
         return Ok(all);
     }
@@ -340,7 +345,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Scheduler { db } => {
             let pool = database(&db).await?;
-            scheduler(pool).run(shutdown_signal()).await?;
+            scheduler(pool.clone(), command_service(&pool)).run(shutdown_signal()).await?;
             Ok(())
         }
         Command::Run { db, kafka, relay, http } => run_all(db, kafka, relay, http).await,
@@ -351,8 +356,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn scheduler(pool: PgPool) -> kefu_scheduler::Scheduler {
-    let commands = kefu_app::CommandService::new(Arc::new(kefu_store::PgEventStore::new(pool.clone())));
+fn scheduler(pool: PgPool, commands: kefu_app::CommandService) -> kefu_scheduler::Scheduler {
     kefu_scheduler::Scheduler::new(pool, commands, kefu_scheduler::SchedulerOptions::default())
 }
 
@@ -378,7 +382,8 @@ async fn run_all(db: DatabaseArgs, kafka: KafkaArgs, relay: RelayArgs, http: Htt
 
     // Every read model exists (empty at first) before the gateway says it is ready, so the
     // first queries find them rather than UNAVAILABLE.
-    for p in everything(&pool) {
+    let commands = command_service(&pool);
+    for p in everything(&commands) {
         kefu_projections::registry::ensure_active(&pool, &*p, &bus.topic)
             .await
             .with_context(|| format!("cannot prepare the {} read model", p.name()))?;
@@ -386,16 +391,16 @@ async fn run_all(db: DatabaseArgs, kafka: KafkaArgs, relay: RelayArgs, http: Htt
     let relay = Relay::new(kefu_store::PgEventStore::new(pool.clone()), bus.clone(), relay_options(&relay))?;
     let until = stop.wait();
     tasks.push(("relay".into(), tokio::spawn(async move { relay.run(until).await.map_err(Into::into) })));
-    for p in everything(&pool) {
+    for p in everything(&commands) {
         let name = format!("projector {}", p.name());
         let runner = ProjectionRunner::new(pool.clone(), bus.clone(), p, RunnerOptions::default());
         let until = stop.wait();
         tasks.push((name, tokio::spawn(async move { runner.run(until).await.map_err(Into::into) })));
     }
-    let sla = scheduler(pool.clone());
+    let sla = scheduler(pool.clone(), commands.clone());
     let until = stop.wait();
     tasks.push(("SLA scheduler".into(), tokio::spawn(async move { sla.run(until).await.map_err(Into::into) })));
-    let gateway = Gateway::bind(gateway_config(&http, &kafka)?, pool).await?;
+    let gateway = Gateway::bind_with(gateway_config(&http, &kafka)?, pool, commands).await?;
     announce(&gateway)?;
     let until = stop.wait();
     tasks.push(("gateway".into(), tokio::spawn(async move { gateway.serve(until).await.map_err(Into::into) })));

@@ -26,6 +26,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 pub mod auth;
+mod documents;
 pub mod errors;
 mod metrics;
 pub mod schema;
@@ -66,6 +67,7 @@ struct Shared {
     auth: AuthConfig,
     pool: PgPool,
     topic: String,
+    documents: Arc<documents::Documents>,
 }
 
 /// A bound, not yet serving, gateway.
@@ -77,14 +79,26 @@ pub struct Gateway {
 impl Gateway {
     /// Binds the listener and builds the routes. Migrations must have run.
     pub async fn bind(config: GatewayConfig, pool: PgPool) -> std::io::Result<Self> {
-        let store = Arc::new(kefu_store::PgEventStore::new(pool.clone()));
+        let commands = CommandService::new(Arc::new(kefu_store::PgEventStore::new(pool.clone())));
+        Self::bind_with(config, pool, commands).await
+    }
+
+    /// Binds with the process's own command service (its writer and stream cache shared with
+    /// whatever else the process runs).
+    pub async fn bind_with(config: GatewayConfig, pool: PgPool, commands: CommandService) -> std::io::Result<Self> {
         let state = State {
             pool: pool.clone(),
-            commands: CommandService::new(store),
+            commands,
             waiter: wait::Waiter::start(pool.clone()),
             max_wait: config.max_wait,
         };
-        let shared = Shared { schema: schema::build(Some(state)), auth: config.auth, pool, topic: config.topic };
+        let shared = Shared {
+            schema: schema::build(Some(state)),
+            auth: config.auth,
+            pool,
+            topic: config.topic,
+            documents: Arc::new(documents::Documents::new(1000, 64 * 1024)),
+        };
         let router = Router::new()
             .route("/graphql", get(graphiql).post(graphql))
             .route("/", get(|| async { axum::response::Redirect::temporary("/graphql") }))
@@ -128,7 +142,7 @@ async fn graphql(AxumState(shared): AxumState<Shared>, headers: HeaderMap, reque
             return response;
         }
     };
-    let request = request.into_inner();
+    let request = shared.documents.prepare(request.into_inner());
     let operation = request.operation_name.clone().unwrap_or_default();
     let started = std::time::Instant::now();
     let mut response = shared.schema.execute(request.data(actor.clone()).data(CorrelationId(correlation))).await;

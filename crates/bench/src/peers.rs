@@ -1,0 +1,302 @@
+//! The peers' workload (`../shared/anchors/README.md`): M complaints, each filed,
+//! acknowledged and resolved — 3M commands — by C concurrent clients over disjoint
+//! complaints (client t takes complaints t, t+C, t+2C, …). Two levels:
+//!
+//! - [`command_service`]: `CommandService` in this process, what the peers' library calls
+//!   correspond to;
+//! - [`graphql`]: mutations over HTTP against a running gateway (`kefu run` or `kefu serve`),
+//!   one mutation per request, as a frontend sends them.
+//!
+//! Customers (`i % 5000` of them, as the peers name theirs) are registered before the clock
+//! starts. Each command is timed from the call until its answer; p50/p99 are nearest-rank
+//! over every latency, as the peers compute them. After the run the event store must hold
+//! the events of every command, else the run fails.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use kefu_app::{CommandMeta, CommandService, service_requests::RequestDraft};
+use kefu_domain::{
+    customer::{CustomerCommand, examples},
+    service_request::ServiceRequestCommand,
+    values::{Category, Label, Subject, Text},
+    vocab::{Channel, Priority, RequestType},
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{Usage, actor};
+
+/// Customers the complaints are spread over (the peers use `cust-{i % 5000}`).
+const CUSTOMERS: usize = 5000;
+const CHANNELS: [Channel; 4] = [Channel::Phone, Channel::Email, Channel::WebChat, Channel::Wechat];
+
+/// One run's figures.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    /// Commands sent.
+    pub commands: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Every command's latency, sorted.
+    pub latencies: Vec<Duration>,
+    /// Events appended by the timed commands.
+    pub events: i64,
+}
+
+/// Nearest-rank percentile (the peers' definition).
+pub fn nearest_rank(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+impl Figures {
+    /// The JSON line, in the peers' field names plus usage.
+    pub fn json(&self, system: &str, complaints: usize, concurrency: usize, usage: &Usage) -> Value {
+        json!({
+            "system": system,
+            "complaints": complaints,
+            "concurrency": concurrency,
+            "commands": self.commands,
+            "events": self.events,
+            "seconds": self.elapsed.as_secs_f64(),
+            "commands_per_s": self.commands as f64 / self.elapsed.as_secs_f64(),
+            "p50_ms": nearest_rank(&self.latencies, 0.50).as_secs_f64() * 1e3,
+            "p99_ms": nearest_rank(&self.latencies, 0.99).as_secs_f64() * 1e3,
+            "cpu_s": usage.cpu_s,
+            "postgres_cpu_s": usage.postgres_cpu_s,
+            "gateway_cpu_s": usage.gateway_cpu_s,
+            "peak_rss_mb": usage.peak_rss_mb,
+        })
+    }
+}
+
+fn request_id(run: Uuid, i: usize) -> Uuid {
+    Uuid::new_v5(&run, format!("complaint-{i}").as_bytes())
+}
+
+fn customer_id(run: Uuid, i: usize) -> Uuid {
+    Uuid::new_v5(&run, format!("customer-{}", i % CUSTOMERS).as_bytes())
+}
+
+fn draft(run: Uuid, i: usize) -> Result<RequestDraft> {
+    Ok(RequestDraft {
+        request_id: request_id(run, i),
+        customer_id: customer_id(run, i),
+        request_type: RequestType::Complaint,
+        category: Category::parse("category", "物流/破损")?,
+        priority: Priority::Normal,
+        channel: CHANNELS[i % 4],
+        subject: Subject::parse("subject", "Parcel arrived damaged")?,
+        description: None,
+        taken_by: None,
+        department: None,
+        on_site_required: false,
+        external_ref: None,
+        tags: vec![],
+        origin: None,
+    })
+}
+
+/// Registers the customers of a run through the command service (not timed).
+pub async fn register_customers(service: &CommandService, run: Uuid, complaints: usize) -> Result<()> {
+    let n = complaints.min(CUSTOMERS);
+    let service = Arc::new(service.clone());
+    let tasks: Vec<_> = (0..32)
+        .map(|t| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                for i in (t..n).step_by(32) {
+                    let (_, mut register) = examples::register_person();
+                    register.customer_id = customer_id(run, i);
+                    service.customer(CustomerCommand::Register(register), CommandMeta::by(actor())).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// The workload through `CommandService`.
+pub async fn command_service(
+    service: &CommandService,
+    run: Uuid,
+    complaints: usize,
+    concurrency: usize,
+) -> Result<Figures> {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(3 * complaints / concurrency + 3);
+                let mut events = 0i64;
+                for i in (t..complaints).step_by(concurrency) {
+                    let id = request_id(run, i);
+                    let t0 = Instant::now();
+                    events += service.open_request(draft(run, i)?, CommandMeta::by(actor())).await?.event_count;
+                    latencies.push(t0.elapsed());
+                    let t0 = Instant::now();
+                    let ack = ServiceRequestCommand::Acknowledge { at: chrono::Utc::now(), note: None };
+                    events += service.request(id, ack, CommandMeta::by(actor())).await?.event_count;
+                    latencies.push(t0.elapsed());
+                    let t0 = Instant::now();
+                    let resolve = ServiceRequestCommand::Resolve {
+                        at: chrono::Utc::now(),
+                        resolution: Text::parse("resolution", "replacement shipped")?,
+                        root_cause: Label::parse("rootCause", "delivery_delay")?,
+                        compensation: None,
+                    };
+                    events += service.request(id, resolve, CommandMeta::by(actor())).await?.event_count;
+                    latencies.push(t0.elapsed());
+                }
+                anyhow::Ok((latencies, events))
+            })
+        })
+        .collect();
+    collect(tasks, started).await
+}
+
+/// One client's task: its latencies and the events its commands recorded.
+type Client = tokio::task::JoinHandle<Result<(Vec<Duration>, i64)>>;
+
+async fn collect(tasks: Vec<Client>, started: Instant) -> Result<Figures> {
+    let mut latencies = Vec::new();
+    let mut events = 0;
+    for t in tasks {
+        let (l, e) = t.await??;
+        latencies.extend(l);
+        events += e;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    Ok(Figures { commands: latencies.len(), elapsed, latencies, events })
+}
+
+/// A GraphQL client of one gateway.
+#[derive(Clone)]
+pub struct Gateway {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl Gateway {
+    /// A client for `url` (…/graphql), keeping connections alive.
+    pub fn new(url: &str, concurrency: usize) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency)
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Gateway { client, url: url.to_string() })
+    }
+
+    /// Sends one operation; fails on any GraphQL error.
+    pub async fn send(&self, query: &str, variables: Value) -> Result<Value> {
+        let response = self
+            .client
+            .post(&self.url)
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .with_context(|| format!("POST {}", self.url))?;
+        let status = response.status();
+        let body: Value = response.json().await.with_context(|| format!("the answer to a {status} is not JSON"))?;
+        if let Some(errors) = body.get("errors") {
+            bail!("GraphQL errors: {errors}");
+        }
+        Ok(body["data"].clone())
+    }
+}
+
+const REGISTER: &str = "mutation($id: ID!) { registerCustomer(input: { commandId: $id, kind: PERSON, name: \"王芳\", \
+     contacts: { phone: \"138 0013 8000\" } }) { customerId } }";
+const FILE: &str = "mutation($cmd: ID!, $customer: ID!, $channel: Channel!) { openServiceRequest(input: { \
+     commandId: $cmd, customerId: $customer, requestType: COMPLAINT, category: \"物流/破损\", priority: NORMAL, \
+     channel: $channel, subject: \"Parcel arrived damaged\" }) { requestId eventsRecorded } }";
+const ACKNOWLEDGE: &str = "mutation($id: ID!) { acknowledgeRequest(input: { requestId: $id }) { eventsRecorded } }";
+const RESOLVE: &str = "mutation($id: ID!) { resolveRequest(input: { requestId: $id, \
+     resolution: \"replacement shipped\", rootCause: \"delivery_delay\" }) { eventsRecorded } }";
+
+fn channel_name(i: usize) -> &'static str {
+    ["PHONE", "EMAIL", "WEB_CHAT", "WECHAT"][i % 4]
+}
+
+/// Registers the customers of a run through GraphQL (not timed); returns their ids.
+pub async fn register_customers_graphql(gateway: &Gateway, run: Uuid, complaints: usize) -> Result<Arc<Vec<String>>> {
+    let n = complaints.min(CUSTOMERS);
+    let tasks: Vec<_> = (0..32)
+        .map(|t| {
+            let gateway = gateway.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in (t..n).step_by(32) {
+                    let command = Uuid::new_v5(&run, format!("register-{i}").as_bytes());
+                    let data = gateway.send(REGISTER, json!({"id": command})).await?;
+                    let id = data["registerCustomer"]["customerId"].as_str().context("no customerId")?.to_string();
+                    ids.push((i, id));
+                }
+                anyhow::Ok(ids)
+            })
+        })
+        .collect();
+    let mut ids = vec![String::new(); n];
+    for t in tasks {
+        for (i, id) in t.await?? {
+            ids[i] = id;
+        }
+    }
+    Ok(Arc::new(ids))
+}
+
+/// The workload through GraphQL, one mutation per HTTP request.
+pub async fn graphql(
+    gateway: &Gateway,
+    customers: Arc<Vec<String>>,
+    run: Uuid,
+    complaints: usize,
+    concurrency: usize,
+) -> Result<Figures> {
+    ensure!(!customers.is_empty(), "no customers");
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let gateway = gateway.clone();
+            let customers = customers.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(3 * complaints / concurrency + 3);
+                let mut events = 0i64;
+                let count = |v: &Value, field: &str| v[field]["eventsRecorded"].as_i64().unwrap_or(0);
+                for i in (t..complaints).step_by(concurrency) {
+                    let command = Uuid::new_v5(&run, format!("file-{i}").as_bytes());
+                    let customer = &customers[i % customers.len()];
+                    let t0 = Instant::now();
+                    let filed = gateway
+                        .send(FILE, json!({"cmd": command, "customer": customer, "channel": channel_name(i)}))
+                        .await?;
+                    latencies.push(t0.elapsed());
+                    events += count(&filed, "openServiceRequest");
+                    let id = filed["openServiceRequest"]["requestId"].as_str().context("no requestId")?.to_string();
+                    let t0 = Instant::now();
+                    events += count(&gateway.send(ACKNOWLEDGE, json!({"id": id})).await?, "acknowledgeRequest");
+                    latencies.push(t0.elapsed());
+                    let t0 = Instant::now();
+                    events += count(&gateway.send(RESOLVE, json!({"id": id})).await?, "resolveRequest");
+                    latencies.push(t0.elapsed());
+                }
+                anyhow::Ok((latencies, events))
+            })
+        })
+        .collect();
+    collect(tasks, started).await
+}

@@ -97,6 +97,8 @@ enum Scenario {
     Peers(PeersArgs),
     /// The peers' workload through GraphQL against a running gateway.
     PeersGraphql(GraphqlArgs),
+    /// Only the CFPB import and re-import (`--import-file`, `--import-concurrency`).
+    Import,
 }
 
 #[derive(clap::Args, Debug)]
@@ -110,6 +112,9 @@ struct PeersArgs {
     /// PostgreSQL's postmaster, to report its CPU time.
     #[arg(long)]
     postgres_pid: Option<u32>,
+    /// Write statements the writer keeps on their way at once (in process only).
+    #[arg(long, default_value_t = kefu_store::WriterOptions::default().flights)]
+    writer_flights: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -156,6 +161,7 @@ async fn main() -> Result<()> {
     match &args.scenario {
         Some(Scenario::Peers(p)) => return peers_in_process(p).await,
         Some(Scenario::PeersGraphql(g)) => return peers_graphql(g).await,
+        Some(Scenario::Import) => return import(&args).await,
         None => {}
     }
     let db = kefu_testkit::fresh_database().await?;
@@ -329,10 +335,15 @@ async fn import(args: &Args) -> Result<()> {
     }
     let db = kefu_testkit::fresh_database().await?;
     kefu_store::migrate::run(&db.pool).await?;
-    let service = CommandService::new(Arc::new(PgEventStore::new(db.pool.clone())));
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(args.import_concurrency as u32 + 4)
+        .connect(&db.url)
+        .await?;
     let mapping = kefu_import::Mapping::cfpb();
     let options = kefu_import::ImportOptions { actor: actor(), concurrency: args.import_concurrency, dry_run: false };
     for scenario in ["import", "reimport"] {
+        // Each run as a new `kefu import` process would do it: nothing cached.
+        let service = CommandService::new(Arc::new(PgEventStore::new(pool.clone())));
         let file = std::io::BufReader::new(std::fs::File::open(&args.import_file)?);
         let started = Instant::now();
         let r = kefu_import::import(&service, &mapping, file, &options, |_| {}).await?;
@@ -355,7 +366,8 @@ async fn peers_in_process(args: &PeersArgs) -> Result<()> {
     kefu_store::migrate::run(&db.pool).await?;
     let pool =
         sqlx::postgres::PgPoolOptions::new().max_connections(args.concurrency as u32 + 2).connect(&db.url).await?;
-    let store = PgEventStore::new(pool.clone());
+    let options = kefu_store::WriterOptions { flights: args.writer_flights, ..Default::default() };
+    let store = PgEventStore::with_options(pool.clone(), options);
     let service = CommandService::new(Arc::new(store.clone()));
     let run = Uuid::now_v7();
     peers::register_customers(&service, run, args.complaints).await?;
@@ -371,6 +383,7 @@ async fn peers_in_process(args: &PeersArgs) -> Result<()> {
         figures.events
     );
     let mut line = figures.json("kefu (command service)", args.complaints, args.concurrency, &used);
+    line["writer_flights"] = serde_json::json!(args.writer_flights);
     let w = store.writer_stats();
     let per_batch = |d: Duration| d.as_secs_f64() * 1e3 / w.batches.max(1) as f64;
     line["writer"] = serde_json::json!({"batches": w.batches, "careful": w.careful,

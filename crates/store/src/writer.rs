@@ -30,6 +30,7 @@
 //! and Marten's QuickAppend (the append in one server-side statement); see ADR 0014.
 
 use std::{
+    collections::VecDeque,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -41,7 +42,7 @@ use kefu_app::{
     integrity::{GENESIS, from_bytes},
     store::{AppendOutcome, AppendRequest, CommandRecord, JournalledCommand, StoreError},
 };
-use sqlx::{Connection, PgConnection, PgPool, Row, types::Json};
+use sqlx::{Arguments, Connection, PgConnection, PgPool, Row, postgres::PgArguments, types::Json};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -56,11 +57,17 @@ pub struct WriterOptions {
     pub max_events: usize,
     /// Appends waiting for the writer before callers wait to queue.
     pub queue: usize,
+    /// Batches written at once. With 2, the next batch's statement is sent behind the one
+    /// being committed, planned as if that one commits (its token check enforces it): one
+    /// round trip less per batch, which pays when PostgreSQL is across a network. On one
+    /// machine with PostgreSQL beside kefu it measured no faster (kefu-bench peers
+    /// --writer-flights), so the default is 1.
+    pub flights: usize,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { max_appends: 1024, max_events: 8192, queue: 16384 }
+        WriterOptions { max_appends: 1024, max_events: 8192, queue: 16384, flights: 1 }
     }
 }
 
@@ -144,7 +151,7 @@ async fn run(pool: PgPool, rx: mpsc::Receiver<Job>, options: WriterOptions, coun
     let (prepared_tx, prepared_rx) = mpsc::channel::<Prepared>(1);
     tokio::join!(
         read_stage(pool.clone(), rx, prepared_tx, options, counters.clone()),
-        write_stage(pool, prepared_rx, counters)
+        write_stage(pool, prepared_rx, options.flights, counters)
     );
 }
 
@@ -160,16 +167,23 @@ struct Prepared {
 /// What the store held for a batch, as of one log head.
 struct Snapshot {
     head: i64,
+    /// The token of the batch that left the head there.
+    token: Option<Uuid>,
     last_recorded_at: Option<DateTime<Utc>>,
     state: KnownState,
     /// A stream has history from before the hash chain: only the careful way chains it.
     unchained: bool,
 }
 
-/// What a committed batch changed, to bring later snapshots forward.
+/// What a batch changed (or, while it is in flight, will change), to bring later snapshots
+/// forward.
 struct Effects {
     start: i64,
     end: i64,
+    /// The token the batch leaves on the head.
+    token: Uuid,
+    /// Still on its way (not known to have committed).
+    in_flight: bool,
     recorded_at: DateTime<Utc>,
     streams: Vec<(Uuid, StreamHead)>,
     journal: Vec<JournalledCommand>,
@@ -252,16 +266,260 @@ async fn read_stage(
     }
 }
 
-async fn write_stage(pool: PgPool, mut rx: mpsc::Receiver<Prepared>, counters: Arc<Counters>) {
-    let mut conn: Option<PgConnection> = None;
-    let mut recent: std::collections::VecDeque<Effects> = std::collections::VecDeque::new();
-    while let Some(batch) = rx.recv().await {
-        let _ = batch.taken.send(());
-        let results = write_batch(&pool, &mut conn, &batch.requests, batch.snapshot, &mut recent, &counters).await;
-        for (reply, result) in batch.replies.into_iter().zip(results) {
-            // A caller that went away (timeout, disconnect) still had its append committed.
-            let _ = reply.send(result);
+/// A batch whose write statement is on its way: its answers wait for the statement's result.
+struct Flight {
+    requests: Vec<AppendRequest>,
+    replies: Vec<oneshot::Sender<Result<AppendOutcome, StoreError>>>,
+    results: Vec<Result<AppendOutcome, StoreError>>,
+    effects: Effects,
+    events: u64,
+    planned: Duration,
+    sent: Instant,
+    write: futures::future::BoxFuture<'static, (PgConnection, Result<bool, BatchError>)>,
+}
+
+async fn write_stage(pool: PgPool, mut rx: mpsc::Receiver<Prepared>, flights: usize, counters: Arc<Counters>) {
+    let mut w = WriteStage { pool, idle: Vec::new(), recent: VecDeque::new(), flights: VecDeque::new(), counters };
+    loop {
+        let batch = if w.flights.len() >= flights.max(1) {
+            w.land_oldest().await;
+            continue;
+        } else if w.flights.is_empty() {
+            match rx.recv().await {
+                Some(b) => b,
+                None => return,
+            }
+        } else {
+            let oldest = match w.flights.front_mut() {
+                Some(f) => &mut f.write,
+                None => continue,
+            };
+            tokio::select! {
+                biased;
+                landed = oldest => {
+                    w.landed(landed).await;
+                    continue;
+                }
+                next = rx.recv() => match next {
+                    Some(b) => b,
+                    None => {
+                        while !w.flights.is_empty() {
+                            w.land_oldest().await;
+                        }
+                        return;
+                    }
+                },
+            }
+        };
+        w.take(batch).await;
+    }
+}
+
+struct WriteStage {
+    pool: PgPool,
+    /// Connections not carrying a statement.
+    idle: Vec<PgConnection>,
+    /// Committed batches, newest last.
+    recent: VecDeque<Effects>,
+    flights: VecDeque<Flight>,
+    counters: Arc<Counters>,
+}
+
+impl WriteStage {
+    async fn connection(&mut self) -> Result<PgConnection, StoreError> {
+        match self.idle.pop() {
+            Some(c) => Ok(c),
+            None => connect(&self.pool).await,
         }
+    }
+
+    /// Plans a batch on its snapshot brought forward over the committed batches and those in
+    /// flight, and sends its statement; or, when that cannot be done, writes it the careful
+    /// way once the batches in flight have landed.
+    async fn take(&mut self, batch: Prepared) {
+        let Prepared { requests, replies, snapshot, taken } = batch;
+        let _ = taken.send(());
+        let forward = snapshot.filter(|s| !s.unchained).and_then(|s| {
+            let chain: Vec<&Effects> = self.recent.iter().chain(self.flights.iter().map(|f| &f.effects)).collect();
+            bring_forward(s, &chain)
+        });
+        let Some(forward) = forward else {
+            self.land_all().await;
+            let results = self.write_careful_now(&requests).await;
+            answer(replies, results);
+            return;
+        };
+        let t = Instant::now();
+        let plan = batch::plan(&requests, &forward.state, forward.head, recorded_time(forward.last_recorded_at));
+        let planned = t.elapsed();
+        if self.flights.is_empty() && plan.journal.is_empty() && plan.results.iter().all(|r| r.is_ok()) {
+            // Every append is a retry answered from committed journal entries: nothing to check.
+            self.counters.add(|s| {
+                s.batches += 1;
+                s.appends += requests.len() as u64;
+                s.plan += planned;
+            });
+            let results = plan.results;
+            answer(replies, results);
+            return;
+        }
+        let token = Uuid::now_v7();
+        let args = match arguments(&plan, forward.head, forward.token, token) {
+            Ok(a) => a,
+            Err(e) => {
+                let results = vec![Err(e); requests.len()];
+                answer(replies, results);
+                return;
+            }
+        };
+        let mut effects = effects_of(&plan, token);
+        effects.in_flight = true;
+        let events = plan.events.len() as u64;
+        let results = plan.results;
+        let mut conn = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => {
+                answer(replies, vec![Err(e); requests.len()]);
+                return;
+            }
+        };
+        let write = Box::pin(async move {
+            let result = sqlx::query_with(WRITE_BATCH, args).fetch_one(&mut conn).await;
+            let ok = match result {
+                Ok(row) => row
+                    .try_get::<bool, _>("ok")
+                    .map_err(|e| BatchError::Unavailable(StoreError::Corrupt(e.to_string()))),
+                Err(e) => Err(refused(e)),
+            };
+            (conn, ok)
+        });
+        self.flights.push_back(Flight {
+            requests,
+            replies,
+            results,
+            effects,
+            events,
+            planned,
+            sent: Instant::now(),
+            write,
+        });
+    }
+
+    async fn land_all(&mut self) {
+        while !self.flights.is_empty() {
+            self.land_oldest().await;
+        }
+    }
+
+    async fn land_oldest(&mut self) {
+        let Some(oldest) = self.flights.front_mut() else { return };
+        let landed = (&mut oldest.write).await;
+        self.landed(landed).await;
+    }
+
+    /// The oldest flight's statement answered.
+    async fn landed(&mut self, (conn, outcome): (PgConnection, Result<bool, BatchError>)) {
+        let Some(flight) = self.flights.pop_front() else { return };
+        let Flight { requests, replies, results, effects, events, planned, sent, .. } = flight;
+        match outcome {
+            Ok(true) => {
+                self.idle.push(conn);
+                let wrote = sent.elapsed();
+                self.counters.add(|s| {
+                    s.batches += 1;
+                    s.appends += requests.len() as u64;
+                    s.events += events;
+                    s.plan += planned;
+                    s.write += wrote;
+                });
+                remember(&mut self.recent, Effects { in_flight: false, ..effects });
+                answer(replies, results);
+            }
+            Err(BatchError::Unavailable(e)) => {
+                // Not known whether it committed: its appends are answered as unavailable (a
+                // retry is safe). What was planned on top of it checks the token and is not
+                // written unless it did.
+                tracing::warn!(error = %e, appends = requests.len(), "event store batch failed");
+                drop(conn);
+                answer(replies, vec![Err(e); requests.len()]);
+            }
+            // The head moved (another process appended), or the database refused the rows:
+            // nothing was written. Every flight behind this one was planned on it and will find
+            // the token missing; this batch goes the careful way, first.
+            Ok(false) | Err(BatchError::Refused(_)) => {
+                self.idle.push(conn);
+                let results = self.write_careful_now(&requests).await;
+                answer(replies, results);
+            }
+        }
+    }
+
+    /// The careful way, with isolation of a refused append: no flight may be ahead of it.
+    async fn write_careful_now(&mut self, requests: &[AppendRequest]) -> Vec<Result<AppendOutcome, StoreError>> {
+        self.counters.add(|s| s.careful += 1);
+        let mut conn = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => return vec![Err(e); requests.len()],
+        };
+        match write_careful(&mut conn, requests, &self.counters).await {
+            Ok((results, effects)) => {
+                self.idle.push(conn);
+                remember(&mut self.recent, effects);
+                results
+            }
+            Err(BatchError::Unavailable(e)) => {
+                tracing::warn!(error = %e, appends = requests.len(), "event store batch failed");
+                vec![Err(e); requests.len()]
+            }
+            Err(BatchError::Refused(e)) if requests.len() == 1 => {
+                self.idle.push(conn);
+                vec![Err(e)]
+            }
+            Err(BatchError::Refused(e)) => {
+                tracing::warn!(error = %e, appends = requests.len(), "the database refused a batch; appending one by one");
+                let mut results = Vec::with_capacity(requests.len());
+                let mut conn = Some(conn);
+                for request in requests {
+                    let c = match conn.take() {
+                        Some(c) => c,
+                        None => match connect(&self.pool).await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                results.push(Err(e));
+                                continue;
+                            }
+                        },
+                    };
+                    let mut c = c;
+                    results.push(match write_careful(&mut c, std::slice::from_ref(request), &self.counters).await {
+                        Ok((mut r, effects)) => {
+                            conn = Some(c);
+                            remember(&mut self.recent, effects);
+                            r.pop().unwrap_or_else(|| Err(StoreError::Database("empty batch".into())))
+                        }
+                        Err(e @ BatchError::Unavailable(_)) => Err(e.into_store()),
+                        Err(e) => {
+                            conn = Some(c);
+                            Err(e.into_store())
+                        }
+                    });
+                }
+                if let Some(c) = conn {
+                    self.idle.push(c);
+                }
+                results
+            }
+        }
+    }
+}
+
+fn answer(
+    replies: Vec<oneshot::Sender<Result<AppendOutcome, StoreError>>>,
+    results: Vec<Result<AppendOutcome, StoreError>>,
+) {
+    for (reply, result) in replies.into_iter().zip(results) {
+        // A caller that went away (timeout, disconnect) still had its append committed.
+        let _ = reply.send(result);
     }
 }
 
@@ -270,7 +528,8 @@ enum BatchError {
     /// The connection or the server failed, or COMMIT failed: nothing of the batch is written
     /// (or, for a lost COMMIT, it is not known).
     Unavailable(StoreError),
-    /// The database refused the batch's rows (a value it cannot store): retry append by append.
+    /// The database refused the batch's rows (a value it cannot store, or a command id another
+    /// process journalled meanwhile): retry the careful way, append by append if need be.
     Refused(StoreError),
 }
 
@@ -293,113 +552,56 @@ fn refused(e: sqlx::Error) -> BatchError {
     }
 }
 
-async fn write_batch(
-    pool: &PgPool,
-    slot: &mut Option<PgConnection>,
-    requests: &[AppendRequest],
-    snapshot: Option<Snapshot>,
-    recent: &mut std::collections::VecDeque<Effects>,
-    counters: &Counters,
-) -> Vec<Result<AppendOutcome, StoreError>> {
-    if slot.is_none() {
-        match connect(pool).await {
-            Ok(c) => *slot = Some(c),
-            Err(e) => return vec![Err(e); requests.len()],
-        }
-    }
-    let Some(conn) = slot.as_mut() else {
-        return vec![Err(StoreError::Unavailable("no connection".into())); requests.len()];
-    };
-    // The quick way: the snapshot brought forward, one statement.
-    if let Some(snapshot) = snapshot.filter(|s| !s.unchained)
-        && let Some((state, head, last_at)) = bring_forward(snapshot, recent)
-    {
-        match write_quick(conn, requests, state, head, last_at, counters).await {
-            Ok(Some((results, effects))) => {
-                remember(recent, effects);
-                return results;
-            }
-            // The head moved: the careful way below.
-            Ok(None) => {}
-            Err(BatchError::Unavailable(e)) => {
-                *slot = None;
-                tracing::warn!(error = %e, appends = requests.len(), "event store batch failed");
-                return vec![Err(e); requests.len()];
-            }
-            // E.g. a command id journalled meanwhile by another process: the careful way
-            // sees it; a value the database refuses is isolated there.
-            Err(BatchError::Refused(e)) => tracing::debug!(error = %e, "quick write refused; writing carefully"),
-        }
-    }
-    counters.add(|s| s.careful += 1);
-    match write_careful(conn, requests, counters).await {
-        Ok((results, effects)) => {
-            remember(recent, effects);
-            results
-        }
-        Err(BatchError::Unavailable(e)) => {
-            *slot = None;
-            tracing::warn!(error = %e, appends = requests.len(), "event store batch failed");
-            vec![Err(e); requests.len()]
-        }
-        Err(BatchError::Refused(e)) if requests.len() == 1 => vec![Err(e)],
-        Err(BatchError::Refused(e)) => {
-            tracing::warn!(error = %e, appends = requests.len(), "the database refused a batch; appending one by one");
-            let mut results = Vec::with_capacity(requests.len());
-            for request in requests {
-                let Some(conn) = slot.as_mut() else {
-                    results.push(Err(StoreError::Unavailable("the connection was lost".into())));
-                    continue;
-                };
-                results.push(match write_careful(conn, std::slice::from_ref(request), counters).await {
-                    Ok((mut r, effects)) => {
-                        remember(recent, effects);
-                        r.pop().unwrap_or_else(|| Err(StoreError::Database("empty batch".into())))
-                    }
-                    Err(e @ BatchError::Unavailable(_)) => {
-                        *slot = None;
-                        Err(e.into_store())
-                    }
-                    Err(e) => Err(e.into_store()),
-                });
-            }
-            results
-        }
-    }
-}
-
-fn remember(recent: &mut std::collections::VecDeque<Effects>, effects: Effects) {
+fn remember(recent: &mut VecDeque<Effects>, effects: Effects) {
     recent.push_back(effects);
     while recent.len() > 4 {
         recent.pop_front();
     }
 }
 
-/// The snapshot with the effects of the writer's batches committed after it was taken; `None`
-/// when they do not line up with it (someone else appended in between).
-fn bring_forward(
-    snapshot: Snapshot,
-    recent: &std::collections::VecDeque<Effects>,
-) -> Option<(KnownState, i64, Option<DateTime<Utc>>)> {
-    let Snapshot { mut head, mut last_recorded_at, mut state, .. } = snapshot;
-    for e in recent {
-        // Journal entries never change: keep them whatever the snapshot saw.
+/// A snapshot brought forward.
+struct Forward {
+    state: KnownState,
+    head: i64,
+    token: Option<Uuid>,
+    last_recorded_at: Option<DateTime<Utc>>,
+}
+
+/// The snapshot with the effects of the writer's batches that committed (or are in flight)
+/// after it was taken; `None` when they do not line up with it (someone else appended in
+/// between, or the snapshot is older than what the writer remembers).
+///
+/// A snapshot carries the token of the batch that last moved the head. When that batch is
+/// one of the chain, the batches after it are laid over the snapshot in order; when it is
+/// not, the snapshot must either precede the whole chain (its head is where the first batch
+/// started) or follow all of it (no batch in flight, every committed one ended before it).
+fn bring_forward(snapshot: Snapshot, chain: &[&Effects]) -> Option<Forward> {
+    let Snapshot { head, token, last_recorded_at, mut state, .. } = snapshot;
+    // Journal entries never change: keep them whatever the snapshot saw.
+    for e in chain {
         for j in &e.journal {
             state.commands.entry(j.command.command_id).or_insert_with(|| j.clone());
         }
-        if e.end <= head {
-            continue;
-        }
-        if e.start != head {
+    }
+    let mut f = Forward { state, head, token, last_recorded_at };
+    let after = match chain.iter().position(|e| token == Some(e.token)) {
+        Some(k) => &chain[k + 1..],
+        None if chain.first().is_some_and(|e| e.start == head) => chain,
+        None if chain.iter().all(|e| e.end <= head && !e.in_flight) => &[],
+        None => return None,
+    };
+    for e in after {
+        if e.start != f.head {
             return None;
         }
         for (id, h) in &e.streams {
-            state.streams.insert(*id, h.clone());
+            f.state.streams.insert(*id, h.clone());
         }
-        head = e.end;
-        last_recorded_at = Some(e.recorded_at);
+        f.head = e.end;
+        f.token = Some(e.token);
+        f.last_recorded_at = Some(e.recorded_at);
     }
-    Some((state, head, last_recorded_at))
+    Some(f)
 }
 
 /// The recorded time of a batch: now, but never before the last recorded event, so recorded
@@ -410,47 +612,6 @@ fn recorded_time(last: Option<DateTime<Utc>>) -> DateTime<Utc> {
         Some(last) if last > now => last,
         _ => now,
     }
-}
-
-async fn write_quick(
-    conn: &mut PgConnection,
-    requests: &[AppendRequest],
-    state: KnownState,
-    head: i64,
-    last_at: Option<DateTime<Utc>>,
-    counters: &Counters,
-) -> Result<Option<(Vec<Result<AppendOutcome, StoreError>>, Effects)>, BatchError> {
-    let t = Instant::now();
-    let plan = batch::plan(requests, &state, head, recorded_time(last_at));
-    let planned = t.elapsed();
-    let nothing_to_check = plan.journal.is_empty() && plan.results.iter().all(|r| r.is_ok());
-    if nothing_to_check {
-        // Every append is a retry answered from the journal, which never changes.
-        counters.add(|s| {
-            s.batches += 1;
-            s.appends += requests.len() as u64;
-            s.plan += planned;
-        });
-        let effects = effects_of(&plan);
-        return Ok(Some((plan.results, effects)));
-    }
-    let t = Instant::now();
-    // In a transaction of its own: the head check, and the refusals with it, hold as of the
-    // moment the head lock is taken.
-    let ok = write(conn, &plan, head).await?;
-    let wrote = t.elapsed();
-    if !ok {
-        return Ok(None);
-    }
-    counters.add(|s| {
-        s.batches += 1;
-        s.appends += requests.len() as u64;
-        s.events += plan.events.len() as u64;
-        s.plan += planned;
-        s.write += wrote;
-    });
-    let effects = effects_of(&plan);
-    Ok(Some((plan.results, effects)))
 }
 
 async fn write_careful(
@@ -464,18 +625,8 @@ async fn write_careful(
         .await
         .map_err(unavailable)?;
     let result = async {
-        let mut snapshot = read_snapshot(conn, requests).await.map_err(BatchError::Unavailable)?;
-        if snapshot.unchained {
-            chain_unchained(conn, &mut snapshot).await?;
-        }
-        let plan = batch::plan(requests, &snapshot.state, snapshot.head, recorded_time(snapshot.last_recorded_at));
-        if !plan.journal.is_empty() && !write(conn, &plan, snapshot.head).await? {
-            return Err(BatchError::Unavailable(StoreError::Corrupt(
-                "the log head moved while its lock was held".into(),
-            )));
-        }
-        let effects = effects_of(&plan);
-        Ok::<_, BatchError>((plan.results, effects, plan.events.len()))
+        let (results, effects, events) = append_locked(conn, requests).await?;
+        Ok::<_, BatchError>((results, effects, events))
     }
     .await;
     match result {
@@ -501,7 +652,37 @@ async fn write_careful(
     }
 }
 
-fn effects_of(plan: &Plan<'_>) -> Effects {
+/// With the head lock held: reads, plans and writes a batch.
+async fn append_locked(
+    conn: &mut PgConnection,
+    requests: &[AppendRequest],
+) -> Result<(Vec<Result<AppendOutcome, StoreError>>, Effects, usize), BatchError> {
+    let mut snapshot = read_snapshot(conn, requests).await.map_err(BatchError::Unavailable)?;
+    if snapshot.unchained {
+        chain_unchained(conn, &mut snapshot).await?;
+    }
+    let plan = batch::plan(requests, &snapshot.state, snapshot.head, recorded_time(snapshot.last_recorded_at));
+    let token = Uuid::now_v7();
+    if !plan.journal.is_empty() {
+        let args = arguments(&plan, snapshot.head, snapshot.token, token).map_err(BatchError::Refused)?;
+        let row = sqlx::query_with(WRITE_BATCH, args).fetch_one(&mut *conn).await.map_err(refused)?;
+        let ok: bool = row.try_get("ok").map_err(|e| BatchError::Unavailable(StoreError::Corrupt(e.to_string())))?;
+        if !ok {
+            return Err(BatchError::Unavailable(StoreError::Corrupt(
+                "the log head moved while its lock was held".into(),
+            )));
+        }
+    }
+    // A batch that wrote nothing left the head (and its token) as it was.
+    let mut effects = effects_of(&plan, token);
+    if plan.journal.is_empty() {
+        effects.token = snapshot.token.unwrap_or(token);
+    }
+    let events = plan.events.len();
+    Ok((plan.results, effects, events))
+}
+
+fn effects_of(plan: &Plan<'_>, token: Uuid) -> Effects {
     let mut streams: std::collections::HashMap<Uuid, StreamHead> = std::collections::HashMap::new();
     for e in &plan.events {
         streams.insert(
@@ -517,6 +698,8 @@ fn effects_of(plan: &Plan<'_>) -> Effects {
     Effects {
         start: plan.head - plan.events.len() as i64,
         end: plan.head,
+        token,
+        in_flight: false,
         recorded_at: plan.recorded_at,
         streams: streams.into_iter().collect(),
         journal: plan
@@ -538,16 +721,8 @@ pub(crate) async fn append_in_transaction(
     request: &AppendRequest,
 ) -> Result<AppendOutcome, StoreError> {
     sqlx::query("SELECT position FROM event_store.log_head FOR UPDATE").execute(&mut *conn).await.map_err(db_error)?;
-    let requests = std::slice::from_ref(request);
-    let mut snapshot = read_snapshot(conn, requests).await?;
-    if snapshot.unchained {
-        chain_unchained(conn, &mut snapshot).await.map_err(BatchError::into_store)?;
-    }
-    let plan = batch::plan(requests, &snapshot.state, snapshot.head, recorded_time(snapshot.last_recorded_at));
-    if !plan.journal.is_empty() && !write(conn, &plan, snapshot.head).await.map_err(BatchError::into_store)? {
-        return Err(StoreError::Corrupt("the log head moved while its lock was held".into()));
-    }
-    plan.results.into_iter().next().unwrap_or_else(|| Err(StoreError::Database("empty batch".into())))
+    let (results, _, _) = append_locked(conn, std::slice::from_ref(request)).await.map_err(BatchError::into_store)?;
+    results.into_iter().next().unwrap_or_else(|| Err(StoreError::Database("empty batch".into())))
 }
 
 async fn read_snapshot(conn: &mut PgConnection, requests: &[AppendRequest]) -> Result<Snapshot, StoreError> {
@@ -590,7 +765,7 @@ async fn read_rows(conn: &mut PgConnection, stream_ids: &[Uuid], command_ids: &[
          SELECT 1, c.command_id, c.command_type, NULL, NULL, NULL, c.payload, c.outcome, c.stream_id, NULL \
          FROM event_store.commands c WHERE c.command_id = ANY($2) \
          UNION ALL \
-         SELECT 2, NULL, NULL, l.position, NULL, NULL, NULL, NULL, NULL, \
+         SELECT 2, NULL, NULL, l.position, NULL, NULL, NULL, NULL, l.batch, \
                 (SELECT e.recorded_at FROM event_store.events e WHERE e.global_position = l.position) \
          FROM event_store.log_head l",
     )
@@ -602,11 +777,13 @@ async fn read_rows(conn: &mut PgConnection, stream_ids: &[Uuid], command_ids: &[
     let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
     let mut state = KnownState::default();
     let mut head = None;
+    let mut token = None;
     let mut last_recorded_at = None;
     for row in &rows {
         let kind: i32 = row.try_get("kind").map_err(corrupt)?;
         if kind == 2 {
             head = Some(row.try_get::<i64, _>("version").map_err(corrupt)?);
+            token = row.try_get("stream").map_err(corrupt)?;
             last_recorded_at = row.try_get("at").map_err(corrupt)?;
             continue;
         }
@@ -644,12 +821,18 @@ async fn read_rows(conn: &mut PgConnection, stream_ids: &[Uuid], command_ids: &[
     }
     let head = head.ok_or_else(|| StoreError::Corrupt("event_store.log_head is empty".into()))?;
     let unchained = state.streams.values().any(|h| h.version > 0 && h.last_position.is_none());
-    Ok(Snapshot { head, last_recorded_at, state, unchained })
+    Ok(Snapshot { head, token, last_recorded_at, state, unchained })
 }
 
-/// Writes a planned batch in one statement, if the log head is still at `expected_head`;
-/// returns whether it was.
-async fn write(conn: &mut PgConnection, plan: &Plan<'_>, expected_head: i64) -> Result<bool, BatchError> {
+/// The arguments of [`WRITE_BATCH`] for a planned batch: written only if the log head is at
+/// `expected_head` with `expected_token`; the batch leaves `token` there. Encoded here (owned),
+/// so the statement can be on its way while the next batch is planned.
+fn arguments(
+    plan: &Plan<'_>,
+    expected_head: i64,
+    expected_token: Option<Uuid>,
+    token: Uuid,
+) -> Result<PgArguments, StoreError> {
     let n = plan.events.len();
     let mut positions = Vec::with_capacity(n);
     let mut event_ids = Vec::with_capacity(n);
@@ -717,42 +900,42 @@ async fn write(conn: &mut PgConnection, plan: &Plan<'_>, expected_head: i64) -> 
         c_actors.push(Json(w.actor));
         c_outcomes.push(Json(&w.outcome));
     }
-    let row = sqlx::query(WRITE_BATCH)
-        .bind(&positions)
-        .bind(&event_ids)
-        .bind(&stream_ids)
-        .bind(&stream_types)
-        .bind(&versions)
-        .bind(&event_types)
-        .bind(&schema_versions)
-        .bind(&customers)
-        .bind(&occurred)
-        .bind(&actors)
-        .bind(&correlations)
-        .bind(&causations)
-        .bind(&commands)
-        .bind(&payloads)
-        .bind(plan.recorded_at)
-        .bind(&previous)
-        .bind(&hashes)
-        .bind(&s_ids)
-        .bind(&s_types)
-        .bind(&s_customers)
-        .bind(&s_versions)
-        .bind(&c_ids)
-        .bind(&c_types)
-        .bind(&c_streams)
-        .bind(&c_payloads)
-        .bind(&c_actors)
-        .bind(&c_outcomes)
-        .bind(plan.head)
-        .bind(plan.appends())
-        .bind(expected_head)
-        .bind(&s_created)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(refused)?;
-    row.try_get::<bool, _>("ok").map_err(|e| BatchError::Unavailable(StoreError::Corrupt(e.to_string())))
+    let mut args = PgArguments::default();
+    let bad = |e: sqlx::error::BoxDynError| StoreError::Database(format!("cannot encode the batch: {e}"));
+    args.add(&positions).map_err(bad)?;
+    args.add(&event_ids).map_err(bad)?;
+    args.add(&stream_ids).map_err(bad)?;
+    args.add(&stream_types).map_err(bad)?;
+    args.add(&versions).map_err(bad)?;
+    args.add(&event_types).map_err(bad)?;
+    args.add(&schema_versions).map_err(bad)?;
+    args.add(&customers).map_err(bad)?;
+    args.add(&occurred).map_err(bad)?;
+    args.add(&actors).map_err(bad)?;
+    args.add(&correlations).map_err(bad)?;
+    args.add(&causations).map_err(bad)?;
+    args.add(&commands).map_err(bad)?;
+    args.add(&payloads).map_err(bad)?;
+    args.add(plan.recorded_at).map_err(bad)?;
+    args.add(&previous).map_err(bad)?;
+    args.add(&hashes).map_err(bad)?;
+    args.add(&s_ids).map_err(bad)?;
+    args.add(&s_types).map_err(bad)?;
+    args.add(&s_customers).map_err(bad)?;
+    args.add(&s_versions).map_err(bad)?;
+    args.add(&c_ids).map_err(bad)?;
+    args.add(&c_types).map_err(bad)?;
+    args.add(&c_streams).map_err(bad)?;
+    args.add(&c_payloads).map_err(bad)?;
+    args.add(&c_actors).map_err(bad)?;
+    args.add(&c_outcomes).map_err(bad)?;
+    args.add(plan.head).map_err(bad)?;
+    args.add(plan.appends()).map_err(bad)?;
+    args.add(expected_head).map_err(bad)?;
+    args.add(&s_created).map_err(bad)?;
+    args.add(expected_token).map_err(bad)?;
+    args.add(token).map_err(bad)?;
+    Ok(args)
 }
 
 /// Head lock and check, events, hashes, streams, journal, head and notification: one
@@ -762,7 +945,7 @@ async fn write(conn: &mut PgConnection, plan: &Plan<'_>, expected_head: i64) -> 
 /// statement creates.)
 const WRITE_BATCH: &str = "\
 WITH lock AS (
-  SELECT position = $30 AS ok FROM event_store.log_head FOR UPDATE
+  SELECT position = $30 AND batch IS NOT DISTINCT FROM $32 AS ok FROM event_store.log_head FOR UPDATE
 ), ev AS (
   INSERT INTO event_store.events (global_position, event_id, stream_id, stream_type, stream_version, event_type,
       schema_version, customer_id, occurred_at, recorded_at, actor, correlation_id, causation_id, command_id, payload)
@@ -790,7 +973,7 @@ WITH lock AS (
   FROM UNNEST($22::uuid[], $23::text[], $24::uuid[], $25::jsonb[], $26::jsonb[], $27::jsonb[]) AS x(i, t, s, p, a, o)
   WHERE (SELECT ok FROM lock)
 ), head AS (
-  UPDATE event_store.log_head SET position = $28 WHERE $29 AND (SELECT ok FROM lock)
+  UPDATE event_store.log_head SET position = $28, batch = $33 WHERE (SELECT ok FROM lock)
 )
 SELECT ok, CASE WHEN ok AND $29 THEN pg_notify('kefu_events', $28::text) END AS notified FROM lock";
 

@@ -14,9 +14,16 @@ use kefu_store::{PgEventStore, migrate};
 use uuid::Uuid;
 
 async fn store() -> anyhow::Result<PgEventStore> {
+    store_with(1).await
+}
+
+/// A store whose writer keeps `flights` write statements on their way at once (tests of the
+/// write path run with 1, the default, and with 2, where a batch is planned on top of one not
+/// yet committed).
+async fn store_with(flights: usize) -> anyhow::Result<PgEventStore> {
     let db = kefu_testkit::fresh_database().await?;
     migrate::run(&db.pool).await?;
-    Ok(PgEventStore::new(db.pool))
+    Ok(PgEventStore::with_options(db.pool, kefu_store::WriterOptions { flights, ..Default::default() }))
 }
 
 fn actor() -> Actor {
@@ -123,7 +130,16 @@ async fn a_retried_command_appends_nothing_and_returns_the_first_result() -> any
 
 #[tokio::test]
 async fn concurrent_appends_to_one_stream_have_exactly_one_winner_per_version() -> anyhow::Result<()> {
-    let store = Arc::new(store().await?);
+    for flights in [1, 2] {
+        concurrent_appends_to_one_stream_have_exactly_one_winner_per_version_with(flights).await?;
+    }
+    Ok(())
+}
+
+async fn concurrent_appends_to_one_stream_have_exactly_one_winner_per_version_with(
+    flights: usize,
+) -> anyhow::Result<()> {
+    let store = Arc::new(store_with(flights).await?);
     let stream = Uuid::now_v7();
     let tasks = 16;
     let rounds = 5;
@@ -160,7 +176,14 @@ async fn concurrent_appends_to_one_stream_have_exactly_one_winner_per_version() 
 
 #[tokio::test]
 async fn concurrent_retries_of_one_command_append_once() -> anyhow::Result<()> {
-    let store = Arc::new(store().await?);
+    for flights in [1, 2] {
+        concurrent_retries_of_one_command_append_once_with(flights).await?;
+    }
+    Ok(())
+}
+
+async fn concurrent_retries_of_one_command_append_once_with(flights: usize) -> anyhow::Result<()> {
+    let store = Arc::new(store_with(flights).await?);
     let stream = Uuid::now_v7();
     let req = request(stream, 0, 2);
     let mut handles = Vec::new();
@@ -209,7 +232,14 @@ async fn a_reader_never_sees_a_later_position_while_an_earlier_one_is_in_flight(
 
 #[tokio::test]
 async fn positions_stay_dense_under_concurrent_writers_and_a_polling_reader() -> anyhow::Result<()> {
-    let store = Arc::new(store().await?);
+    for flights in [1, 2] {
+        positions_stay_dense_under_concurrent_writers_and_a_polling_reader_with(flights).await?;
+    }
+    Ok(())
+}
+
+async fn positions_stay_dense_under_concurrent_writers_and_a_polling_reader_with(flights: usize) -> anyhow::Result<()> {
+    let store = Arc::new(store_with(flights).await?);
     let writers: Vec<_> = (0..8)
         .map(|_| {
             let store = store.clone();
@@ -378,9 +408,17 @@ fn awkward_payload(i: usize) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn the_hash_written_with_an_append_is_the_one_verification_computes_from_the_stored_row()
--> anyhow::Result<()> {
-    let store = store().await?;
+async fn the_hash_written_with_an_append_is_the_one_verification_computes_from_the_stored_row() -> anyhow::Result<()> {
+    for flights in [1, 2] {
+        the_hash_written_with_an_append_is_the_one_verification_computes_from_the_stored_row_with(flights).await?;
+    }
+    Ok(())
+}
+
+async fn the_hash_written_with_an_append_is_the_one_verification_computes_from_the_stored_row_with(
+    flights: usize,
+) -> anyhow::Result<()> {
+    let store = store_with(flights).await?;
     let mut tasks = Vec::new();
     for i in 0..20 {
         let store = store.clone();
@@ -420,7 +458,14 @@ async fn the_hash_written_with_an_append_is_the_one_verification_computes_from_t
 
 #[tokio::test]
 async fn one_value_the_database_cannot_store_fails_only_its_own_append() -> anyhow::Result<()> {
-    let store = Arc::new(store().await?);
+    for flights in [1, 2] {
+        one_value_the_database_cannot_store_fails_only_its_own_append_with(flights).await?;
+    }
+    Ok(())
+}
+
+async fn one_value_the_database_cannot_store_fails_only_its_own_append_with(flights: usize) -> anyhow::Result<()> {
+    let store = Arc::new(store_with(flights).await?);
     let mut handles = Vec::new();
     for i in 0..24 {
         let store = store.clone();
@@ -453,7 +498,14 @@ async fn one_value_the_database_cannot_store_fails_only_its_own_append() -> anyh
 
 #[tokio::test]
 async fn appends_in_one_batch_keep_their_own_outcomes() -> anyhow::Result<()> {
-    let store = Arc::new(store().await?);
+    for flights in [1, 2] {
+        appends_in_one_batch_keep_their_own_outcomes_with(flights).await?;
+    }
+    Ok(())
+}
+
+async fn appends_in_one_batch_keep_their_own_outcomes_with(flights: usize) -> anyhow::Result<()> {
+    let store = Arc::new(store_with(flights).await?);
     let shared = Uuid::now_v7();
     store.append(request(shared, 0, 1)).await?;
     let retried = request(Uuid::now_v7(), 0, 1);
@@ -502,7 +554,8 @@ async fn two_writers_on_one_database_keep_one_winner_per_version_and_dense_posit
     let db = kefu_testkit::fresh_database().await?;
     migrate::run(&db.pool).await?;
     let other_pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&db.url).await?;
-    let stores = [Arc::new(PgEventStore::new(db.pool.clone())), Arc::new(PgEventStore::new(other_pool))];
+    let two = kefu_store::WriterOptions { flights: 2, ..Default::default() };
+    let stores = [Arc::new(PgEventStore::new(db.pool.clone())), Arc::new(PgEventStore::with_options(other_pool, two))];
     let streams: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
     let mut handles = Vec::new();
     for t in 0..16 {

@@ -118,6 +118,8 @@ async fn apply_in_transaction(
     }
     let mut changed: HashSet<Uuid> = HashSet::new();
     let mut outcome = BatchOutcome::default();
+    // Outside isolation, the events past the guard are applied together after the loop.
+    let mut pending: Vec<&RecordedEvent> = Vec::new();
 
     for d in decoded {
         let event = match &d.event {
@@ -169,25 +171,34 @@ async fn apply_in_transaction(
             );
             continue;
         }
-        if isolate {
-            sqlx::query("SAVEPOINT event").execute(&mut *tx).await?;
+        if !isolate {
+            versions.insert(event.stream_id, event.stream_version);
+            changed.insert(event.stream_id);
+            outcome.applied += 1;
+            pending.push(event);
+            continue;
         }
+        sqlx::query("SAVEPOINT event").execute(&mut *tx).await?;
         match projection.apply(&mut tx, event).await {
             Ok(()) => {
-                if isolate {
-                    sqlx::query("RELEASE SAVEPOINT event").execute(&mut *tx).await?;
-                }
+                sqlx::query("RELEASE SAVEPOINT event").execute(&mut *tx).await?;
                 versions.insert(event.stream_id, event.stream_version);
                 changed.insert(event.stream_id);
                 outcome.applied += 1;
             }
             Err(ProjectionError::Unavailable(m)) => return Err(ProjectionError::Unavailable(m)),
-            Err(e) if isolate => {
+            Err(e) => {
                 sqlx::query("ROLLBACK TO SAVEPOINT event").execute(&mut *tx).await?;
                 park(&mut tx, generation, d.record, event, &e.to_string()).await?;
                 parked.insert(event.stream_id);
                 outcome.newly_parked += 1;
             }
+        }
+    }
+    if !pending.is_empty() {
+        match projection.apply_all(&mut tx, &pending).await {
+            Ok(()) => {}
+            Err(ProjectionError::Unavailable(m)) => return Err(ProjectionError::Unavailable(m)),
             Err(e) => return Err(ProjectionError::Poison(e.to_string())),
         }
     }

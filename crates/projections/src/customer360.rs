@@ -1,12 +1,14 @@
 //! The customer 360 view: profile, classification, contacts, account manager, consents, the
 //! interaction timeline, counts by channel, last contact and first-contact resolution.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use kefu_app::RecordedEvent;
 use kefu_domain::{
     customer::{CustomerEvent, CustomerRegistered, apply_profile_update},
-    interaction::InteractionEvent,
+    interaction::{InteractionEvent, InteractionLogged},
 };
 use serde_json::json;
 use sqlx::{PgConnection, Row, postgres::PgRow, types::Json};
@@ -104,185 +106,209 @@ impl Projection for Customer360 {
         conn: &'a mut PgConnection,
         event: &'a RecordedEvent,
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
-        Box::pin(async move {
-            match event.stream_type.as_str() {
-                "customer" => apply_customer(conn, event, event.decode()?).await,
-                "interaction" => apply_interaction(conn, event, event.decode()?).await,
-                _ => Ok(()),
-            }
+        Box::pin(async move { apply_many(conn, &[event]).await })
+    }
+
+    fn apply_all<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [&'a RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(apply_many(conn, events))
+    }
+}
+
+/// An event this read model reads, decoded once.
+enum Decoded {
+    Customer(CustomerEvent),
+    Interaction(InteractionLogged),
+    Other,
+}
+
+fn decode(e: &RecordedEvent) -> Result<Decoded, ProjectionError> {
+    Ok(match e.stream_type.as_str() {
+        "customer" => Decoded::Customer(e.decode()?),
+        "interaction" => {
+            let InteractionEvent::InteractionLogged(i) = e.decode()?;
+            Decoded::Interaction(i)
+        }
+        _ => Decoded::Other,
+    })
+}
+
+/// The live projection is the fold ([`fold_onto`]) applied in bulk: the customers a run of
+/// events touches are read in one query, every event is folded onto them in memory, and each
+/// table is written with one statement (changed customers upserted, interactions inserted,
+/// channel counts added).
+async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+    let decoded: Vec<Decoded> = events.iter().map(|e| decode(e)).collect::<Result<_, _>>()?;
+    let mut ids: Vec<Uuid> = events
+        .iter()
+        .zip(&decoded)
+        .filter_map(|(e, d)| match d {
+            Decoded::Customer(_) => Some(e.stream_id),
+            Decoded::Interaction(i) => Some(i.customer_id),
+            Decoded::Other => None,
         })
-    }
-}
-
-async fn apply_customer(
-    conn: &mut PgConnection,
-    e: &RecordedEvent,
-    event: CustomerEvent,
-) -> Result<(), ProjectionError> {
-    let id = e.stream_id;
-    match event {
-        CustomerEvent::CustomerRegistered(r) => {
-            sqlx::query(
-                "INSERT INTO customers (customer_id, kind, name, phone, backup_phone, email, department_code, profile, \
-                   registered_at, updated_at, version, last_position) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)",
-            )
-            .bind(id)
-            .bind(r.kind.as_str())
-            .bind(r.name.as_str())
-            .bind(r.contacts.phone.as_ref().map(|p| p.as_str()))
-            .bind(r.contacts.backup_phone.as_ref().map(|p| p.as_str()))
-            .bind(r.contacts.email.as_ref().map(|p| p.as_str()))
-            .bind(r.department_code.as_ref().map(|c| c.as_str()))
-            .bind(Json(&r))
-            .bind(e.occurred_at)
-            .bind(e.stream_version)
-            .bind(e.global_position)
-            .execute(&mut *conn)
-            .await?;
-        }
-        CustomerEvent::CustomerProfileUpdated(u) => {
-            let row = sqlx::query("SELECT profile FROM customers WHERE customer_id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?
-                .ok_or_else(|| ProjectionError::Poison(format!("profile update for unknown customer {id}")))?;
-            let Json(mut profile): Json<CustomerRegistered> = row.try_get("profile")?;
-            apply_profile_update(&mut profile, &u);
-            sqlx::query(
-                "UPDATE customers SET name = $2, phone = $3, backup_phone = $4, email = $5, profile = $6 WHERE customer_id = $1",
-            )
-            .bind(id)
-            .bind(profile.name.as_str())
-            .bind(profile.contacts.phone.as_ref().map(|p| p.as_str()))
-            .bind(profile.contacts.backup_phone.as_ref().map(|p| p.as_str()))
-            .bind(profile.contacts.email.as_ref().map(|p| p.as_str()))
-            .bind(Json(&profile))
-            .execute(&mut *conn)
-            .await?;
-        }
-        CustomerEvent::CustomerClassified(c) => {
-            let c = c.classification;
-            sqlx::query(
-                "UPDATE customers SET industry = $2, scale = $3, tenure = $4, value_tier = $5, lifecycle_segment = $6, \
-                   key_account = $7, grade = $8 WHERE customer_id = $1",
-            )
-            .bind(id)
-            .bind(c.industry.map(|v| v.as_str()))
-            .bind(c.scale.map(|v| v.as_str()))
-            .bind(c.tenure.map(|v| v.as_str()))
-            .bind(c.value_tier.map(|v| v.as_str()))
-            .bind(c.lifecycle_segment.map(|v| v.as_str()))
-            .bind(c.key_account)
-            .bind(c.grade.as_ref().map(|g| g.as_str()))
-            .execute(&mut *conn)
-            .await?;
-        }
-        CustomerEvent::AccountManagerAssigned(a) => {
-            sqlx::query(
-                "UPDATE customers SET account_manager_id = $2, account_manager_name = $3 WHERE customer_id = $1",
-            )
-            .bind(id)
-            .bind(a.manager.id.as_str())
-            .bind(a.manager.name.as_ref().map(|n| n.as_str()))
-            .execute(&mut *conn)
-            .await?;
-        }
-        CustomerEvent::ConsentGranted(c) => {
-            set_consent(conn, e, id, c.purpose.as_str(), true, c.channel.map(|v| v.as_str())).await?
-        }
-        CustomerEvent::ConsentWithdrawn(c) => {
-            set_consent(conn, e, id, c.purpose.as_str(), false, c.channel.map(|v| v.as_str())).await?
-        }
-    }
-    sqlx::query(
-        "UPDATE customers SET version = $2, last_position = GREATEST(last_position, $3), \
-           updated_at = GREATEST(updated_at, $4) WHERE customer_id = $1",
-    )
-    .bind(id)
-    .bind(e.stream_version)
-    .bind(e.global_position)
-    .bind(e.occurred_at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn set_consent(
-    conn: &mut PgConnection,
-    e: &RecordedEvent,
-    id: Uuid,
-    purpose: &str,
-    granted: bool,
-    channel: Option<&str>,
-) -> Result<(), ProjectionError> {
-    let value = consent_value(e, granted, channel);
-    sqlx::query("UPDATE customers SET consents = jsonb_set(consents, ARRAY[$2], $3) WHERE customer_id = $1")
-        .bind(id)
-        .bind(purpose)
-        .bind(value)
-        .execute(conn)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut views: BTreeMap<Uuid, Option<CustomerView>> = ids.iter().map(|id| (*id, None)).collect();
+    if !ids.is_empty() {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE customer_id = ANY($1) ORDER BY customer_id FOR UPDATE"
+        )))
+        .bind(&ids)
+        .fetch_all(&mut *conn)
         .await?;
+        for row in &rows {
+            let view = customer_from_row(row)?;
+            views.insert(view.customer_id, Some(view));
+        }
+    }
+    let mut changed: BTreeSet<Uuid> = BTreeSet::new();
+    let mut interactions: Vec<InteractionRow> = Vec::new();
+    let mut counts: BTreeMap<(Uuid, &'static str), i32> = BTreeMap::new();
+    for (e, d) in events.iter().zip(&decoded) {
+        match d {
+            Decoded::Customer(event) => {
+                let view = views.entry(e.stream_id).or_default();
+                fold_customer(view, e, event)?;
+                changed.insert(e.stream_id);
+            }
+            Decoded::Interaction(i) => {
+                // The interaction and its channel count are kept even for a customer the view
+                // does not know (yet); the customer's figures only when it does.
+                interactions.push(InteractionRow { view: interaction_view(e, i), global_position: e.global_position });
+                *counts.entry((i.customer_id, i.channel.as_str())).or_default() += 1;
+                if let Some(view) = views.get_mut(&i.customer_id).and_then(Option::as_mut) {
+                    fold_interaction(view, e, i);
+                    changed.insert(i.customer_id);
+                }
+            }
+            Decoded::Other => {}
+        }
+    }
+
+    let rows: Vec<CustomerRow<'_>> =
+        changed.iter().filter_map(|id| views.get(id).and_then(Option::as_ref)).map(CustomerRow::of).collect();
+    if !rows.is_empty() {
+        sqlx::query(UPSERT_CUSTOMERS).bind(Json(&rows)).execute(&mut *conn).await?;
+    }
+    if !interactions.is_empty() {
+        sqlx::query(
+            "INSERT INTO interactions SELECT * FROM jsonb_populate_recordset(NULL::interactions, $1) \
+             ORDER BY interaction_id",
+        )
+        .bind(Json(&interactions))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !counts.is_empty() {
+        let (mut customers, mut channels, mut contacts) = (Vec::new(), Vec::new(), Vec::new());
+        for ((customer, channel), n) in &counts {
+            customers.push(*customer);
+            channels.push(*channel);
+            contacts.push(*n);
+        }
+        sqlx::query(
+            "INSERT INTO channel_counts (customer_id, channel, contacts) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[]) \
+             ON CONFLICT (customer_id, channel) DO UPDATE SET contacts = channel_counts.contacts + EXCLUDED.contacts",
+        )
+        .bind(&customers)
+        .bind(&channels)
+        .bind(&contacts)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 
-async fn apply_interaction(
-    conn: &mut PgConnection,
-    e: &RecordedEvent,
-    event: InteractionEvent,
-) -> Result<(), ProjectionError> {
-    let InteractionEvent::InteractionLogged(i) = event;
-    let v = interaction_view(e, &i);
-    sqlx::query(
-        "INSERT INTO interactions (interaction_id, customer_id, occurred_at, recorded_at, channel, direction, initiator, \
-           mode, handled_by_id, handled_by_name, summary, tasks_handed_over, follow_up_actions, resolved_at_first_contact, \
-           duration_seconds, service_request_id, recorded_by, global_position) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-    )
-    .bind(v.interaction_id)
-    .bind(v.customer_id)
-    .bind(v.occurred_at)
-    .bind(v.recorded_at)
-    .bind(&v.channel)
-    .bind(&v.direction)
-    .bind(&v.initiator)
-    .bind(&v.mode)
-    .bind(&v.handled_by_id)
-    .bind(&v.handled_by_name)
-    .bind(&v.summary)
-    .bind(Json(&i.tasks_handed_over))
-    .bind(Json(&v.follow_up_actions))
-    .bind(v.resolved_at_first_contact)
-    .bind(v.duration_seconds)
-    .bind(v.service_request_id)
-    .bind(&v.recorded_by)
-    .bind(e.global_position)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "UPDATE customers SET interaction_count = interaction_count + 1, \
-           resolved_first_contact = resolved_first_contact + CASE WHEN $2 THEN 1 ELSE 0 END, \
-           last_contact_channel = CASE WHEN last_contact_at IS NULL OR $3 >= last_contact_at THEN $4 ELSE last_contact_channel END, \
-           last_contact_at = GREATEST(last_contact_at, $3), \
-           last_position = GREATEST(last_position, $5) \
-         WHERE customer_id = $1",
-    )
-    .bind(i.customer_id)
-    .bind(i.resolved_at_first_contact)
-    .bind(e.occurred_at)
-    .bind(i.channel.as_str())
-    .bind(e.global_position)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO channel_counts (customer_id, channel, contacts) VALUES ($1, $2, 1) \
-         ON CONFLICT (customer_id, channel) DO UPDATE SET contacts = channel_counts.contacts + 1",
-    )
-    .bind(i.customer_id)
-    .bind(i.channel.as_str())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+/// Writes every column of the customers in `$1` (a JSON array of [`CustomerRow`]).
+const UPSERT_CUSTOMERS: &str = "INSERT INTO customers SELECT * FROM jsonb_populate_recordset(NULL::customers, $1) \
+    ON CONFLICT (customer_id) DO UPDATE SET kind = EXCLUDED.kind, name = EXCLUDED.name, phone = EXCLUDED.phone, \
+    backup_phone = EXCLUDED.backup_phone, email = EXCLUDED.email, department_code = EXCLUDED.department_code, \
+    profile = EXCLUDED.profile, industry = EXCLUDED.industry, scale = EXCLUDED.scale, tenure = EXCLUDED.tenure, \
+    value_tier = EXCLUDED.value_tier, lifecycle_segment = EXCLUDED.lifecycle_segment, \
+    key_account = EXCLUDED.key_account, grade = EXCLUDED.grade, account_manager_id = EXCLUDED.account_manager_id, \
+    account_manager_name = EXCLUDED.account_manager_name, consents = EXCLUDED.consents, \
+    registered_at = EXCLUDED.registered_at, updated_at = EXCLUDED.updated_at, version = EXCLUDED.version, \
+    last_position = EXCLUDED.last_position, interaction_count = EXCLUDED.interaction_count, \
+    resolved_first_contact = EXCLUDED.resolved_first_contact, last_contact_at = EXCLUDED.last_contact_at, \
+    last_contact_channel = EXCLUDED.last_contact_channel";
+
+/// A `customers` row, named as its columns (for `jsonb_populate_recordset`).
+#[derive(serde::Serialize)]
+struct CustomerRow<'a> {
+    customer_id: Uuid,
+    kind: &'static str,
+    name: &'a str,
+    phone: Option<&'a str>,
+    backup_phone: Option<&'a str>,
+    email: Option<&'a str>,
+    department_code: Option<&'a str>,
+    profile: &'a CustomerRegistered,
+    industry: &'a Option<String>,
+    scale: &'a Option<String>,
+    tenure: &'a Option<String>,
+    value_tier: &'a Option<String>,
+    lifecycle_segment: &'a Option<String>,
+    key_account: bool,
+    grade: &'a Option<String>,
+    account_manager_id: &'a Option<String>,
+    account_manager_name: &'a Option<String>,
+    consents: &'a serde_json::Value,
+    registered_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    version: i64,
+    last_position: i64,
+    interaction_count: i32,
+    resolved_first_contact: i32,
+    last_contact_at: Option<DateTime<Utc>>,
+    last_contact_channel: &'a Option<String>,
+}
+
+impl<'a> CustomerRow<'a> {
+    fn of(v: &'a CustomerView) -> Self {
+        let p = &v.profile;
+        CustomerRow {
+            customer_id: v.customer_id,
+            kind: p.kind.as_str(),
+            name: p.name.as_str(),
+            phone: p.contacts.phone.as_ref().map(|x| x.as_str()),
+            backup_phone: p.contacts.backup_phone.as_ref().map(|x| x.as_str()),
+            email: p.contacts.email.as_ref().map(|x| x.as_str()),
+            department_code: p.department_code.as_ref().map(|x| x.as_str()),
+            profile: p,
+            industry: &v.industry,
+            scale: &v.scale,
+            tenure: &v.tenure,
+            value_tier: &v.value_tier,
+            lifecycle_segment: &v.lifecycle_segment,
+            key_account: v.key_account,
+            grade: &v.grade,
+            account_manager_id: &v.account_manager_id,
+            account_manager_name: &v.account_manager_name,
+            consents: &v.consents,
+            registered_at: v.registered_at,
+            updated_at: v.updated_at,
+            version: v.version,
+            last_position: v.last_position,
+            interaction_count: v.interaction_count,
+            resolved_first_contact: v.resolved_first_contact,
+            last_contact_at: v.last_contact_at,
+            last_contact_channel: &v.last_contact_channel,
+        }
+    }
+}
+
+/// An `interactions` row: the timeline entry and the position it was recorded at.
+#[derive(serde::Serialize)]
+struct InteractionRow {
+    #[serde(flatten)]
+    view: InteractionView,
+    global_position: i64,
 }
 
 // -------------------------------------------------------------------------------------------
@@ -385,80 +411,95 @@ pub fn fold_onto(
 ) -> Result<Option<CustomerView>, ProjectionError> {
     let mut view = start;
     for e in events {
-        match e.stream_type.as_str() {
-            "customer" => {
-                let event: CustomerEvent = e.decode()?;
-                if let CustomerEvent::CustomerRegistered(r) = &event {
-                    view = Some(CustomerView {
-                        customer_id: e.stream_id,
-                        profile: r.clone(),
-                        industry: None,
-                        scale: None,
-                        tenure: None,
-                        value_tier: None,
-                        lifecycle_segment: None,
-                        key_account: false,
-                        grade: None,
-                        account_manager_id: None,
-                        account_manager_name: None,
-                        consents: json!({}),
-                        registered_at: e.occurred_at,
-                        updated_at: e.occurred_at,
-                        version: e.stream_version,
-                        last_position: e.global_position,
-                        interaction_count: 0,
-                        resolved_first_contact: 0,
-                        last_contact_at: None,
-                        last_contact_channel: None,
-                    });
-                    continue;
+        match decode(e)? {
+            Decoded::Customer(event) => fold_customer(&mut view, e, &event)?,
+            Decoded::Interaction(i) => {
+                if let Some(v) = view.as_mut() {
+                    fold_interaction(v, e, &i);
                 }
-                let v = view
-                    .as_mut()
-                    .ok_or_else(|| ProjectionError::Poison(format!("{} before registration", e.event_type)))?;
-                match event {
-                    CustomerEvent::CustomerRegistered(_) => {}
-                    CustomerEvent::CustomerProfileUpdated(u) => apply_profile_update(&mut v.profile, &u),
-                    CustomerEvent::CustomerClassified(c) => {
-                        let c = c.classification;
-                        v.industry = c.industry.map(|x| x.as_str().to_string());
-                        v.scale = c.scale.map(|x| x.as_str().to_string());
-                        v.tenure = c.tenure.map(|x| x.as_str().to_string());
-                        v.value_tier = c.value_tier.map(|x| x.as_str().to_string());
-                        v.lifecycle_segment = c.lifecycle_segment.map(|x| x.as_str().to_string());
-                        v.key_account = c.key_account;
-                        v.grade = c.grade.map(|g| g.as_str().to_string());
-                    }
-                    CustomerEvent::AccountManagerAssigned(a) => {
-                        v.account_manager_id = Some(a.manager.id.as_str().to_string());
-                        v.account_manager_name = a.manager.name.as_ref().map(|n| n.as_str().to_string());
-                    }
-                    CustomerEvent::ConsentGranted(c) => {
-                        v.consents[c.purpose.as_str()] = consent_value(e, true, c.channel.map(|x| x.as_str()));
-                    }
-                    CustomerEvent::ConsentWithdrawn(c) => {
-                        v.consents[c.purpose.as_str()] = consent_value(e, false, c.channel.map(|x| x.as_str()));
-                    }
-                }
-                v.version = e.stream_version;
-                v.last_position = v.last_position.max(e.global_position);
-                v.updated_at = v.updated_at.max(e.occurred_at);
             }
-            "interaction" => {
-                let InteractionEvent::InteractionLogged(i) = e.decode()?;
-                let Some(v) = view.as_mut() else { continue };
-                v.interaction_count += 1;
-                v.resolved_first_contact += i32::from(i.resolved_at_first_contact);
-                if v.last_contact_at.is_none_or(|t| e.occurred_at >= t) {
-                    v.last_contact_channel = Some(i.channel.as_str().to_string());
-                    v.last_contact_at = Some(e.occurred_at);
-                }
-                v.last_position = v.last_position.max(e.global_position);
-            }
-            _ => {}
+            Decoded::Other => {}
         }
     }
     Ok(view)
+}
+
+/// One event of the customer's own stream.
+fn fold_customer(
+    view: &mut Option<CustomerView>,
+    e: &RecordedEvent,
+    event: &CustomerEvent,
+) -> Result<(), ProjectionError> {
+    if let CustomerEvent::CustomerRegistered(r) = event {
+        *view = Some(CustomerView {
+            customer_id: e.stream_id,
+            profile: r.clone(),
+            industry: None,
+            scale: None,
+            tenure: None,
+            value_tier: None,
+            lifecycle_segment: None,
+            key_account: false,
+            grade: None,
+            account_manager_id: None,
+            account_manager_name: None,
+            consents: json!({}),
+            registered_at: e.occurred_at,
+            updated_at: e.occurred_at,
+            version: e.stream_version,
+            last_position: e.global_position,
+            interaction_count: 0,
+            resolved_first_contact: 0,
+            last_contact_at: None,
+            last_contact_channel: None,
+        });
+        return Ok(());
+    }
+    let v = view.as_mut().ok_or_else(|| {
+        ProjectionError::Poison(format!(
+            "{} for unknown customer {} (before its registration)",
+            e.event_type, e.stream_id
+        ))
+    })?;
+    match event {
+        CustomerEvent::CustomerRegistered(_) => {}
+        CustomerEvent::CustomerProfileUpdated(u) => apply_profile_update(&mut v.profile, u),
+        CustomerEvent::CustomerClassified(c) => {
+            let c = &c.classification;
+            v.industry = c.industry.map(|x| x.as_str().to_string());
+            v.scale = c.scale.map(|x| x.as_str().to_string());
+            v.tenure = c.tenure.map(|x| x.as_str().to_string());
+            v.value_tier = c.value_tier.map(|x| x.as_str().to_string());
+            v.lifecycle_segment = c.lifecycle_segment.map(|x| x.as_str().to_string());
+            v.key_account = c.key_account;
+            v.grade = c.grade.as_ref().map(|g| g.as_str().to_string());
+        }
+        CustomerEvent::AccountManagerAssigned(a) => {
+            v.account_manager_id = Some(a.manager.id.as_str().to_string());
+            v.account_manager_name = a.manager.name.as_ref().map(|n| n.as_str().to_string());
+        }
+        CustomerEvent::ConsentGranted(c) => {
+            v.consents[c.purpose.as_str()] = consent_value(e, true, c.channel.map(|x| x.as_str()));
+        }
+        CustomerEvent::ConsentWithdrawn(c) => {
+            v.consents[c.purpose.as_str()] = consent_value(e, false, c.channel.map(|x| x.as_str()));
+        }
+    }
+    v.version = e.stream_version;
+    v.last_position = v.last_position.max(e.global_position);
+    v.updated_at = v.updated_at.max(e.occurred_at);
+    Ok(())
+}
+
+/// A contact with the customer.
+fn fold_interaction(v: &mut CustomerView, e: &RecordedEvent, i: &InteractionLogged) {
+    v.interaction_count += 1;
+    v.resolved_first_contact += i32::from(i.resolved_at_first_contact);
+    if v.last_contact_at.is_none_or(|t| e.occurred_at >= t) {
+        v.last_contact_channel = Some(i.channel.as_str().to_string());
+        v.last_contact_at = Some(e.occurred_at);
+    }
+    v.last_position = v.last_position.max(e.global_position);
 }
 
 fn consent_value(e: &RecordedEvent, granted: bool, channel: Option<&str>) -> serde_json::Value {
@@ -601,8 +642,8 @@ pub async fn list_customers(
     Ok((out, more))
 }
 
-/// An interaction as the timeline shows it.
-#[derive(Debug, Clone, PartialEq)]
+/// An interaction as the timeline shows it (serialised with its column names).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct InteractionView {
     /// Id.
     pub interaction_id: Uuid,

@@ -96,6 +96,24 @@ pub trait Projection: Send + Sync + 'static {
         conn: &'a mut PgConnection,
         event: &'a RecordedEvent,
     ) -> BoxFuture<'a, Result<(), ProjectionError>>;
+
+    /// Applies a run of events at once, in log order, each already past the version guard. A
+    /// read model that folds in memory reads the rows the run touches, folds every event onto
+    /// them and writes each changed row back once; the default applies the events one by one.
+    /// The result must equal applying them one by one: when the run fails, the batch is
+    /// applied again event by event (to park only the failing stream).
+    fn apply_all<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [&'a RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            for e in events {
+                self.apply(conn, e).await?;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Every read model kefu has.

@@ -3,6 +3,8 @@
 //! department, escalation level, reporters), computed by folding the request with the
 //! domain's own rules.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use kefu_app::{Actor, RecordedEvent};
@@ -69,13 +71,15 @@ impl Projection for RequestAudit {
         conn: &'a mut PgConnection,
         event: &'a RecordedEvent,
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
-        Box::pin(async move {
-            if event.stream_type != ServiceRequest::STREAM_TYPE {
-                return Ok(());
-            }
-            let decoded: E = event.decode()?;
-            apply(conn, event, &decoded).await
-        })
+        Box::pin(async move { apply_many(conn, &[event]).await })
+    }
+
+    fn apply_all<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [&'a RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(apply_many(conn, events))
     }
 }
 
@@ -211,54 +215,95 @@ fn watched(s: &ServiceRequest) -> Vec<(&'static str, Value)> {
     ]
 }
 
-async fn apply(conn: &mut PgConnection, e: &RecordedEvent, event: &E) -> Result<(), ProjectionError> {
-    let id = e.stream_id;
-    let before: ServiceRequest = match sqlx::query("SELECT state_json FROM folded WHERE request_id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-    {
-        Some(r) => r.try_get::<Json<ServiceRequest>, _>("state_json")?.0,
-        None => ServiceRequest::default(),
-    };
-    let mut after = before.clone();
-    after.apply(event);
-    let mut changes = Map::new();
-    for ((field, old), (_, new)) in watched(&before).into_iter().zip(watched(&after)) {
-        if old != new {
-            changes.insert(field.to_string(), json!({"from": old, "to": new}));
+/// A `history` row, named as its columns (for `jsonb_populate_recordset`).
+#[derive(serde::Serialize)]
+struct HistoryRow<'a> {
+    request_id: Uuid,
+    stream_version: i64,
+    global_position: i64,
+    event_id: Uuid,
+    event_type: &'a str,
+    occurred_at: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
+    actor: &'a Actor,
+    correlation_id: Uuid,
+    causation_id: Uuid,
+    command_id: Uuid,
+    summary: String,
+    reason: Option<String>,
+    changes: Value,
+    related_request_id: Option<Uuid>,
+    payload: &'a Value,
+}
+
+/// Applies a run of events: the folded requests it touches are read in one query, each event
+/// is folded onto its request in memory (the trail row records what changed), and the trail
+/// rows and the changed folds are written with one statement each.
+async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+    let mut decoded: Vec<(&RecordedEvent, E)> = Vec::new();
+    for e in events {
+        if e.stream_type == ServiceRequest::STREAM_TYPE {
+            decoded.push((e, e.decode()?));
         }
     }
-    let (summary, reason) = describe(event);
-    sqlx::query(
-        "INSERT INTO history (request_id, stream_version, global_position, event_id, event_type, occurred_at, recorded_at, \
-           actor, correlation_id, causation_id, command_id, summary, reason, changes, related_request_id, payload) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    if decoded.is_empty() {
+        return Ok(());
+    }
+    let mut ids: Vec<Uuid> = decoded.iter().map(|(e, _)| e.stream_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut folded: BTreeMap<Uuid, ServiceRequest> = BTreeMap::new();
+    for row in sqlx::query(
+        "SELECT request_id, state_json FROM folded WHERE request_id = ANY($1) ORDER BY request_id FOR UPDATE",
     )
-    .bind(id)
-    .bind(e.stream_version)
-    .bind(e.global_position)
-    .bind(e.event_id)
-    .bind(&e.event_type)
-    .bind(e.occurred_at)
-    .bind(e.recorded_at)
-    .bind(Json(&e.actor))
-    .bind(e.correlation_id)
-    .bind(e.causation_id)
-    .bind(e.command_id)
-    .bind(summary)
-    .bind(reason)
-    .bind(Value::Object(changes))
-    .bind(related(event))
-    .bind(&e.payload)
-    .execute(&mut *conn)
-    .await?;
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        folded.insert(row.try_get("request_id")?, row.try_get::<Json<ServiceRequest>, _>("state_json")?.0);
+    }
+    let mut rows = Vec::with_capacity(decoded.len());
+    for (e, event) in &decoded {
+        let state = folded.entry(e.stream_id).or_default();
+        let before = watched(state);
+        state.apply(event);
+        let mut changes = Map::new();
+        for ((field, old), (_, new)) in before.into_iter().zip(watched(state)) {
+            if old != new {
+                changes.insert(field.to_string(), json!({"from": old, "to": new}));
+            }
+        }
+        let (summary, reason) = describe(event);
+        rows.push(HistoryRow {
+            request_id: e.stream_id,
+            stream_version: e.stream_version,
+            global_position: e.global_position,
+            event_id: e.event_id,
+            event_type: &e.event_type,
+            occurred_at: e.occurred_at,
+            recorded_at: e.recorded_at,
+            actor: &e.actor,
+            correlation_id: e.correlation_id,
+            causation_id: e.causation_id,
+            command_id: e.command_id,
+            summary,
+            reason,
+            changes: Value::Object(changes),
+            related_request_id: related(event),
+            payload: &e.payload,
+        });
+    }
+    sqlx::query("INSERT INTO history SELECT * FROM jsonb_populate_recordset(NULL::history, $1)")
+        .bind(Json(&rows))
+        .execute(&mut *conn)
+        .await?;
+    let states: Vec<Json<&ServiceRequest>> = ids.iter().map(|id| Json(&folded[id])).collect();
     sqlx::query(
-        "INSERT INTO folded (request_id, state_json) VALUES ($1, $2) \
+        "INSERT INTO folded (request_id, state_json) SELECT * FROM unnest($1::uuid[], $2::jsonb[]) \
          ON CONFLICT (request_id) DO UPDATE SET state_json = EXCLUDED.state_json",
     )
-    .bind(id)
-    .bind(Json(&after))
+    .bind(&ids)
+    .bind(&states)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -5,6 +5,8 @@
 //! with the domain's own `apply`, so states, owners and SLA clocks here are exactly what the
 //! write side decides with; the columns beside it are for filtering and sorting.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use kefu_app::RecordedEvent;
@@ -119,13 +121,15 @@ impl Projection for ServiceRequests {
         conn: &'a mut PgConnection,
         event: &'a RecordedEvent,
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
-        Box::pin(async move {
-            if event.stream_type != ServiceRequest::STREAM_TYPE {
-                return Ok(());
-            }
-            let decoded: ServiceRequestEvent = event.decode()?;
-            apply(conn, event, &decoded).await
-        })
+        Box::pin(async move { apply_many(conn, &[event]).await })
+    }
+
+    fn apply_all<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [&'a RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(apply_many(conn, events))
     }
 }
 
@@ -231,195 +235,328 @@ pub fn fold_view(events: &[RecordedEvent]) -> Result<Option<RequestView>, Projec
 /// `fold_onto(fold_view(a), b) == fold_view(a ++ b)`.
 pub fn fold_onto(start: Option<RequestView>, events: &[RecordedEvent]) -> Result<Option<RequestView>, ProjectionError> {
     let mut view = start;
-    let mut state = view.as_mut().map(|v| std::mem::take(&mut v.state)).unwrap_or_default();
     for e in events.iter().filter(|e| e.stream_type == ServiceRequest::STREAM_TYPE) {
         let event: ServiceRequestEvent = e.decode()?;
-        state.apply(&event);
-        let d = Delta::of(&event);
-        let derived = Derived::of(&state);
-        let live = state.is_live();
-        let v = view.get_or_insert_with(|| RequestView {
-            state: ServiceRequest::default(),
-            request_state: RequestState::Filed,
-            escalation_name: None,
-            first_response_at: None,
-            ended_at: None,
-            root_cause: None,
-            resolution: None,
-            reopen_count: 0,
-            return_visits: 0,
-            last_return_visit_satisfied: None,
-            next_due: None,
-            next_warn_at: None,
-            breached: false,
-            last_position: 0,
-            version: 0,
-        });
-        v.request_state = state.state();
-        v.first_response_at = v.first_response_at.or(d.first_response);
-        v.ended_at = match d.ended_at {
-            Some(t) => Some(t),
-            None if live => None,
-            None => v.ended_at,
-        };
-        v.reopen_count += i32::from(d.reopened);
-        v.return_visits += i32::from(d.visit.is_some());
-        v.last_return_visit_satisfied = d.visit.or(v.last_return_visit_satisfied);
-        v.root_cause = d.root_cause.or(v.root_cause.take());
-        v.resolution = d.resolution.or(v.resolution.take());
-        v.escalation_name = d.level_name.or(v.escalation_name.take());
-        v.next_due = derived.next.as_ref().and_then(|c| c.due_at.map(|t| (c.metric.as_str().to_string(), t)));
-        v.next_warn_at = derived.next.as_ref().and_then(|c| if c.warned { None } else { c.warn_at });
-        v.breached = derived.breached;
-        v.last_position = e.global_position;
-        v.version = e.stream_version;
-    }
-    if let Some(v) = view.as_mut() {
-        v.state = state;
+        step(&mut view, e, &event);
     }
     Ok(view)
 }
 
-async fn apply(conn: &mut PgConnection, e: &RecordedEvent, event: &ServiceRequestEvent) -> Result<(), ProjectionError> {
-    let id = e.stream_id;
-    let row = sqlx::query("SELECT state_json FROM requests WHERE request_id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let mut state: ServiceRequest = match row {
-        Some(r) => {
-            let Json(s): Json<ServiceRequest> = r.try_get("state_json")?;
-            s
-        }
-        None if matches!(event, ServiceRequestEvent::RequestFiled(_)) => ServiceRequest::default(),
-        None => return Err(ProjectionError::Poison(format!("{} for unknown request {id}", e.event_type))),
+/// One event onto a request's view: the one rule set of this read model, used by the live
+/// projection and by [`fold_view`].
+fn step(view: &mut Option<RequestView>, e: &RecordedEvent, event: &ServiceRequestEvent) {
+    let v = view.get_or_insert_with(|| RequestView {
+        state: ServiceRequest::default(),
+        request_state: RequestState::Filed,
+        escalation_name: None,
+        first_response_at: None,
+        ended_at: None,
+        root_cause: None,
+        resolution: None,
+        reopen_count: 0,
+        return_visits: 0,
+        last_return_visit_satisfied: None,
+        next_due: None,
+        next_warn_at: None,
+        breached: false,
+        last_position: 0,
+        version: 0,
+    });
+    v.state.apply(event);
+    let d = Delta::of(event);
+    let derived = Derived::of(&v.state);
+    let live = v.state.is_live();
+    v.request_state = v.state.state();
+    v.first_response_at = v.first_response_at.or(d.first_response);
+    v.ended_at = match d.ended_at {
+        Some(t) => Some(t),
+        None if live => None,
+        None => v.ended_at,
     };
-    state.apply(event);
-    let Some(filed) = state.filed.clone() else {
-        return Err(ProjectionError::Poison(format!("request {id} has no filing")));
-    };
-    let request_state = state.state();
-    let live = state.is_live();
-    let Derived { next, callback_due, breached } = Derived::of(&state);
-    let Delta { first_response, ended_at, reopened, visit, root_cause, resolution, level_name } = Delta::of(event);
-    let next = next.as_ref();
+    v.reopen_count += i32::from(d.reopened);
+    v.return_visits += i32::from(d.visit.is_some());
+    v.last_return_visit_satisfied = d.visit.or(v.last_return_visit_satisfied);
+    v.root_cause = d.root_cause.or(v.root_cause.take());
+    v.resolution = d.resolution.or(v.resolution.take());
+    v.escalation_name = d.level_name.or(v.escalation_name.take());
+    v.next_due = derived.next.as_ref().and_then(|c| c.due_at.map(|t| (c.metric.as_str().to_string(), t)));
+    v.next_warn_at = derived.next.as_ref().and_then(|c| if c.warned { None } else { c.warn_at });
+    v.breached = derived.breached;
+    v.last_position = e.global_position;
+    v.version = e.stream_version;
+}
 
-    sqlx::query(
-        "INSERT INTO requests (request_id, customer_id, request_type, category, priority, priority_rank, channel, \
-           subject, state, live, owner_id, owner_name, assignee_id, assignee_name, department, escalation_level, \
-           incident_id, customer_tier, external_ref, filed_at, first_resolved_at, last_resolved_at, reporter_count, \
-           merged_into, paused, callback_due_at, next_due_at, next_due_metric, next_warn_at, breached, policy_name, \
-           state_json, filing, version, last_position, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-           $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36) \
-         ON CONFLICT (request_id) DO UPDATE SET state = EXCLUDED.state, live = EXCLUDED.live, \
-           owner_id = EXCLUDED.owner_id, owner_name = EXCLUDED.owner_name, assignee_id = EXCLUDED.assignee_id, \
-           assignee_name = EXCLUDED.assignee_name, department = EXCLUDED.department, \
-           escalation_level = EXCLUDED.escalation_level, incident_id = EXCLUDED.incident_id, \
-           first_resolved_at = EXCLUDED.first_resolved_at, last_resolved_at = EXCLUDED.last_resolved_at, \
-           reporter_count = EXCLUDED.reporter_count, merged_into = EXCLUDED.merged_into, paused = EXCLUDED.paused, \
-           callback_due_at = EXCLUDED.callback_due_at, next_due_at = EXCLUDED.next_due_at, \
-           next_due_metric = EXCLUDED.next_due_metric, next_warn_at = EXCLUDED.next_warn_at, \
-           breached = EXCLUDED.breached, state_json = EXCLUDED.state_json, version = EXCLUDED.version, \
-           last_position = EXCLUDED.last_position, updated_at = EXCLUDED.updated_at",
-    )
-    .bind(id)
-    .bind(filed.customer_id)
-    .bind(filed.request_type.as_str())
-    .bind(filed.category.as_str())
-    .bind(filed.priority.as_str())
-    .bind(priority_rank(filed.priority.as_str()))
-    .bind(filed.channel.as_str())
-    .bind(filed.subject.as_str())
-    .bind(request_state.as_str())
-    .bind(live)
-    .bind(state.owner.as_ref().map(|o| o.id.as_str().to_string()))
-    .bind(state.owner.as_ref().and_then(|o| o.name.as_ref()).map(|n| n.as_str().to_string()))
-    .bind(state.assignee.as_ref().map(|o| o.id.as_str().to_string()))
-    .bind(state.assignee.as_ref().and_then(|o| o.name.as_ref()).map(|n| n.as_str().to_string()))
-    .bind(state.department.as_ref().map(|d| d.as_str().to_string()))
-    .bind(state.escalation_level as i32)
-    .bind(state.incident.as_ref().map(|i| i.incident_id))
-    .bind(filed.customer_tier.map(|t| t.as_str()))
-    .bind(filed.external_ref.as_ref().map(|r| r.as_str().to_string()))
-    .bind(filed.filed_at)
-    .bind(state.first_resolved_at)
-    .bind(state.last_resolved_at)
-    .bind(state.reporters.len() as i32)
-    .bind(state.merged_into)
-    .bind(state.paused_since.is_some())
-    .bind(callback_due)
-    .bind(next.and_then(|c| c.due_at))
-    .bind(next.map(|c| c.metric.as_str()))
-    .bind(next.and_then(|c| if c.warned { None } else { c.warn_at }))
-    .bind(breached)
-    .bind(filed.sla.policy_name.as_str())
-    .bind(Json(&state))
-    .bind(Json(&filed))
-    .bind(e.stream_version)
-    .bind(e.global_position)
-    .bind(e.occurred_at)
-    .execute(&mut *conn)
-    .await?;
+/// A `request_clocks` row, named as its columns.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct ClockRow {
+    request_id: Uuid,
+    metric: String,
+    cycle: i32,
+    started_at: DateTime<Utc>,
+    due_at: Option<DateTime<Utc>>,
+    warn_at: Option<DateTime<Utc>>,
+    met_at: Option<DateTime<Utc>>,
+    warned: bool,
+    breached: bool,
+    cancelled: bool,
+    outcome: String,
+    decided_at: Option<DateTime<Utc>>,
+    agent_id: Option<String>,
+    department: Option<String>,
+}
 
-    sqlx::query(
-        "UPDATE requests SET \
-           first_response_at = COALESCE(first_response_at, $2), \
-           ended_at = CASE WHEN $3::timestamptz IS NOT NULL THEN $3 WHEN live THEN NULL ELSE ended_at END, \
-           reopen_count = reopen_count + CASE WHEN $4 THEN 1 ELSE 0 END, \
-           return_visits = return_visits + CASE WHEN $5::boolean IS NULL THEN 0 ELSE 1 END, \
-           last_return_visit_satisfied = COALESCE($5, last_return_visit_satisfied), \
-           root_cause = COALESCE($6, root_cause), resolution = COALESCE($7, resolution), \
-           escalation_name = COALESCE($8, escalation_name) \
-         WHERE request_id = $1",
-    )
-    .bind(id)
-    .bind(first_response)
-    .bind(ended_at)
-    .bind(reopened)
-    .bind(visit)
-    .bind(root_cause)
-    .bind(resolution)
-    .bind(level_name)
-    .execute(&mut *conn)
-    .await?;
-
-    // Clock rows (kept for compliance and for the SLA scheduler).
+/// After an event, its request's clocks onto their rows. A decided clock keeps the agent and
+/// department it was decided with, and its first decision time.
+fn step_clocks(
+    rows: &mut BTreeMap<(Uuid, String, i32), ClockRow>,
+    id: Uuid,
+    state: &ServiceRequest,
+    at: DateTime<Utc>,
+) {
     let agent = state.assignee.as_ref().or(state.owner.as_ref()).map(|s| s.id.as_str().to_string());
     let department = state.department.as_ref().map(|d| d.as_str().to_string());
     for c in &state.clocks {
         let o = outcome(c);
         let decided_at = match o {
             "HIT" | "MISSED" => c.met_at.or(c.due_at),
-            "CANCELLED" => Some(e.occurred_at),
+            "CANCELLED" => Some(at),
             _ => None,
         };
+        let key = (id, c.metric.as_str().to_string(), c.cycle as i32);
+        match rows.get_mut(&key) {
+            Some(r) => {
+                r.due_at = c.due_at;
+                r.warn_at = c.warn_at;
+                r.met_at = c.met_at;
+                r.warned = c.warned;
+                r.breached = c.breached;
+                r.cancelled = c.cancelled;
+                if r.outcome == "RUNNING" {
+                    r.agent_id = agent.clone();
+                    r.department = department.clone();
+                }
+                r.decided_at = r.decided_at.or(decided_at);
+                r.outcome = o.to_string();
+            }
+            None => {
+                let row = ClockRow {
+                    request_id: id,
+                    metric: key.1.clone(),
+                    cycle: key.2,
+                    started_at: c.started_at,
+                    due_at: c.due_at,
+                    warn_at: c.warn_at,
+                    met_at: c.met_at,
+                    warned: c.warned,
+                    breached: c.breached,
+                    cancelled: c.cancelled,
+                    outcome: o.to_string(),
+                    decided_at,
+                    agent_id: agent.clone(),
+                    department: department.clone(),
+                };
+                rows.insert(key, row);
+            }
+        }
+    }
+}
+
+/// A `requests` row, named as its columns (for `jsonb_populate_recordset`).
+#[derive(serde::Serialize)]
+struct RequestRow<'a> {
+    request_id: Uuid,
+    customer_id: Uuid,
+    request_type: &'static str,
+    category: &'a str,
+    priority: &'static str,
+    priority_rank: i32,
+    channel: &'static str,
+    subject: &'a str,
+    state: &'static str,
+    live: bool,
+    owner_id: Option<&'a str>,
+    owner_name: Option<&'a str>,
+    assignee_id: Option<&'a str>,
+    assignee_name: Option<&'a str>,
+    department: Option<&'a str>,
+    escalation_level: i32,
+    escalation_name: &'a Option<String>,
+    incident_id: Option<Uuid>,
+    customer_tier: Option<&'static str>,
+    external_ref: Option<&'a str>,
+    filed_at: DateTime<Utc>,
+    first_response_at: Option<DateTime<Utc>>,
+    first_resolved_at: Option<DateTime<Utc>>,
+    last_resolved_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    root_cause: &'a Option<String>,
+    reopen_count: i32,
+    reporter_count: i32,
+    merged_into: Option<Uuid>,
+    return_visits: i32,
+    last_return_visit_satisfied: Option<bool>,
+    paused: bool,
+    callback_due_at: Option<DateTime<Utc>>,
+    next_due_at: Option<DateTime<Utc>>,
+    next_due_metric: Option<&'a str>,
+    next_warn_at: Option<DateTime<Utc>>,
+    breached: bool,
+    policy_name: &'a str,
+    state_json: &'a ServiceRequest,
+    filing: &'a kefu_domain::service_request::RequestFiled,
+    resolution: &'a Option<serde_json::Value>,
+    version: i64,
+    last_position: i64,
+    updated_at: DateTime<Utc>,
+}
+
+impl<'a> RequestRow<'a> {
+    fn of(
+        id: Uuid,
+        v: &'a RequestView,
+        filed: &'a kefu_domain::service_request::RequestFiled,
+        updated_at: DateTime<Utc>,
+    ) -> Self {
+        let s = &v.state;
+        RequestRow {
+            request_id: id,
+            customer_id: filed.customer_id,
+            request_type: filed.request_type.as_str(),
+            category: filed.category.as_str(),
+            priority: filed.priority.as_str(),
+            priority_rank: priority_rank(filed.priority.as_str()),
+            channel: filed.channel.as_str(),
+            subject: filed.subject.as_str(),
+            state: v.request_state.as_str(),
+            live: s.is_live(),
+            owner_id: s.owner.as_ref().map(|o| o.id.as_str()),
+            owner_name: s.owner.as_ref().and_then(|o| o.name.as_ref()).map(|n| n.as_str()),
+            assignee_id: s.assignee.as_ref().map(|o| o.id.as_str()),
+            assignee_name: s.assignee.as_ref().and_then(|o| o.name.as_ref()).map(|n| n.as_str()),
+            department: s.department.as_ref().map(|d| d.as_str()),
+            escalation_level: s.escalation_level as i32,
+            escalation_name: &v.escalation_name,
+            incident_id: s.incident.as_ref().map(|i| i.incident_id),
+            customer_tier: filed.customer_tier.map(|t| t.as_str()),
+            external_ref: filed.external_ref.as_ref().map(|r| r.as_str()),
+            filed_at: filed.filed_at,
+            first_response_at: v.first_response_at,
+            first_resolved_at: s.first_resolved_at,
+            last_resolved_at: s.last_resolved_at,
+            ended_at: v.ended_at,
+            root_cause: &v.root_cause,
+            reopen_count: v.reopen_count,
+            reporter_count: s.reporters.len() as i32,
+            merged_into: s.merged_into,
+            return_visits: v.return_visits,
+            last_return_visit_satisfied: v.last_return_visit_satisfied,
+            paused: s.paused_since.is_some(),
+            callback_due_at: Derived::of(s).callback_due,
+            next_due_at: v.next_due.as_ref().map(|(_, t)| *t),
+            next_due_metric: v.next_due.as_ref().map(|(m, _)| m.as_str()),
+            next_warn_at: v.next_warn_at,
+            breached: v.breached,
+            policy_name: filed.sla.policy_name.as_str(),
+            state_json: s,
+            filing: filed,
+            resolution: &v.resolution,
+            version: v.version,
+            last_position: v.last_position,
+            updated_at,
+        }
+    }
+}
+
+/// Writes every column of the requests in `$1` (a JSON array of [`RequestRow`]).
+const UPSERT_REQUESTS: &str = "INSERT INTO requests SELECT * FROM jsonb_populate_recordset(NULL::requests, $1) \
+    ON CONFLICT (request_id) DO UPDATE SET state = EXCLUDED.state, live = EXCLUDED.live, \
+    owner_id = EXCLUDED.owner_id, owner_name = EXCLUDED.owner_name, assignee_id = EXCLUDED.assignee_id, \
+    assignee_name = EXCLUDED.assignee_name, department = EXCLUDED.department, \
+    escalation_level = EXCLUDED.escalation_level, escalation_name = EXCLUDED.escalation_name, \
+    incident_id = EXCLUDED.incident_id, first_response_at = EXCLUDED.first_response_at, \
+    first_resolved_at = EXCLUDED.first_resolved_at, last_resolved_at = EXCLUDED.last_resolved_at, \
+    ended_at = EXCLUDED.ended_at, root_cause = EXCLUDED.root_cause, reopen_count = EXCLUDED.reopen_count, \
+    reporter_count = EXCLUDED.reporter_count, merged_into = EXCLUDED.merged_into, \
+    return_visits = EXCLUDED.return_visits, last_return_visit_satisfied = EXCLUDED.last_return_visit_satisfied, \
+    paused = EXCLUDED.paused, callback_due_at = EXCLUDED.callback_due_at, next_due_at = EXCLUDED.next_due_at, \
+    next_due_metric = EXCLUDED.next_due_metric, next_warn_at = EXCLUDED.next_warn_at, \
+    breached = EXCLUDED.breached, state_json = EXCLUDED.state_json, resolution = EXCLUDED.resolution, \
+    version = EXCLUDED.version, last_position = EXCLUDED.last_position, updated_at = EXCLUDED.updated_at";
+
+/// Applies a run of events: the requests it touches and their clocks are read in one query
+/// each, every event is folded onto them in memory with [`step`], and the changed rows are
+/// written back with one statement per table.
+async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+    let mut decoded: Vec<(&RecordedEvent, ServiceRequestEvent)> = Vec::new();
+    for e in events {
+        if e.stream_type == ServiceRequest::STREAM_TYPE {
+            decoded.push((e, e.decode()?));
+        }
+    }
+    if decoded.is_empty() {
+        return Ok(());
+    }
+    let mut ids: Vec<Uuid> = decoded.iter().map(|(e, _)| e.stream_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut views: BTreeMap<Uuid, Option<RequestView>> = ids.iter().map(|id| (*id, None)).collect();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {VIEW_COLUMNS} FROM requests WHERE request_id = ANY($1) ORDER BY request_id FOR UPDATE"
+    )))
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        views.insert(row.try_get("request_id")?, Some(view_from(row)?));
+    }
+    let mut clocks: BTreeMap<(Uuid, String, i32), ClockRow> = BTreeMap::new();
+    if !rows.is_empty() {
+        // Rows as JSON named by their columns: one typed value per row.
+        let stored: Vec<Json<ClockRow>> =
+            sqlx::query_scalar("SELECT to_jsonb(c) FROM request_clocks c WHERE request_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *conn)
+                .await?;
+        for Json(c) in stored {
+            clocks.insert((c.request_id, c.metric.clone(), c.cycle), c);
+        }
+    }
+    let mut updated: BTreeMap<Uuid, DateTime<Utc>> = BTreeMap::new();
+    let mut touched: BTreeSet<(Uuid, String, i32)> = BTreeSet::new();
+    for (e, event) in &decoded {
+        let id = e.stream_id;
+        let view = views.entry(id).or_default();
+        if view.is_none() && !matches!(event, ServiceRequestEvent::RequestFiled(_)) {
+            return Err(ProjectionError::Poison(format!("{} for unknown request {id}", e.event_type)));
+        }
+        step(view, e, event);
+        let Some(v) = view.as_ref() else { continue };
+        if v.state.filed.is_none() {
+            return Err(ProjectionError::Poison(format!("request {id} has no filing")));
+        }
+        step_clocks(&mut clocks, id, &v.state, e.occurred_at);
+        touched.extend(v.state.clocks.iter().map(|c| (id, c.metric.as_str().to_string(), c.cycle as i32)));
+        updated.insert(id, e.occurred_at);
+    }
+    let mut requests = Vec::with_capacity(updated.len());
+    for (id, at) in &updated {
+        if let Some(Some(v)) = views.get(id)
+            && let Some(filed) = &v.state.filed
+        {
+            requests.push(RequestRow::of(*id, v, filed, *at));
+        }
+    }
+    sqlx::query(UPSERT_REQUESTS).bind(Json(&requests)).execute(&mut *conn).await?;
+    let changed: Vec<&ClockRow> = touched.iter().filter_map(|k| clocks.get(k)).collect();
+    if !changed.is_empty() {
         sqlx::query(
-            "INSERT INTO request_clocks (request_id, metric, cycle, started_at, due_at, warn_at, met_at, warned, \
-               breached, cancelled, outcome, decided_at, agent_id, department) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT (request_id, metric, cycle) DO UPDATE SET due_at = EXCLUDED.due_at, warn_at = EXCLUDED.warn_at, \
-               met_at = EXCLUDED.met_at, warned = EXCLUDED.warned, breached = EXCLUDED.breached, \
-               cancelled = EXCLUDED.cancelled, \
-               agent_id = CASE WHEN request_clocks.outcome = 'RUNNING' THEN EXCLUDED.agent_id ELSE request_clocks.agent_id END, \
-               department = CASE WHEN request_clocks.outcome = 'RUNNING' THEN EXCLUDED.department ELSE request_clocks.department END, \
-               decided_at = COALESCE(request_clocks.decided_at, EXCLUDED.decided_at), \
-               outcome = EXCLUDED.outcome",
+            "INSERT INTO request_clocks SELECT * FROM jsonb_populate_recordset(NULL::request_clocks, $1) \
+             ON CONFLICT (request_id, metric, cycle) DO UPDATE SET due_at = EXCLUDED.due_at, \
+               warn_at = EXCLUDED.warn_at, met_at = EXCLUDED.met_at, warned = EXCLUDED.warned, \
+               breached = EXCLUDED.breached, cancelled = EXCLUDED.cancelled, outcome = EXCLUDED.outcome, \
+               decided_at = EXCLUDED.decided_at, agent_id = EXCLUDED.agent_id, department = EXCLUDED.department",
         )
-        .bind(id)
-        .bind(c.metric.as_str())
-        .bind(c.cycle as i32)
-        .bind(c.started_at)
-        .bind(c.due_at)
-        .bind(c.warn_at)
-        .bind(c.met_at)
-        .bind(c.warned)
-        .bind(c.breached)
-        .bind(c.cancelled)
-        .bind(o)
-        .bind(decided_at)
-        .bind(&agent)
-        .bind(&department)
+        .bind(Json(&changed))
         .execute(&mut *conn)
         .await?;
     }

@@ -110,7 +110,12 @@ impl BusConfig {
             // offset stored with its read model, which the eager protocol makes simple.
             .set("partition.assignment.strategy", "range,roundrobin")
             .set("session.timeout.ms", session.to_string())
-            .set("heartbeat.interval.ms", (session / 10).max(100).to_string());
+            .set("heartbeat.interval.ms", (session / 10).max(100).to_string())
+            // librdkafka prefetches up to 64 MB per consumer by default, and `kefu run` has one
+            // consumer per read model and automation: 4 MB (thousands of events) keeps a
+            // projector busy and the process small.
+            .set("queued.max.messages.kbytes", "4096")
+            .set("queued.min.messages", "10000");
         c
     }
 

@@ -66,6 +66,10 @@ impl Projection for SurveyAutomation {
         &["reactions"]
     }
 
+    fn reads(&self, _: &str, event_type: &str) -> bool {
+        WATCHED.contains(&event_type)
+    }
+
     fn apply<'a>(
         &'a self,
         conn: &'a mut PgConnection,

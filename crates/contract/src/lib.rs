@@ -57,6 +57,12 @@ pub struct Contract {
     members: HashMap<String, FieldDescriptor>,
 }
 
+/// Envelope field numbers (proto/kefu/v1/envelope.proto): the event type, the stream type, and
+/// the first member of the `payload` oneof (every field from there on is a payload).
+const ENVELOPE_EVENT_TYPE: u32 = 2;
+const ENVELOPE_STREAM_TYPE: u32 = 5;
+const FIRST_PAYLOAD_FIELD: u32 = 100;
+
 impl Contract {
     /// The contract compiled into this binary.
     pub fn get() -> &'static Contract {
@@ -210,19 +216,60 @@ impl Contract {
         self.from_envelope_message(&message)
     }
 
+    /// The event type and stream type of an encoded envelope, read from its top-level fields
+    /// without decoding anything else: how a reader that ignores most events skips them cheaply.
+    pub fn peek_types<'a>(&self, bytes: &'a [u8]) -> Result<(&'a str, &'a str), ContractError> {
+        let malformed = || ContractError::Malformed("the envelope's fields cannot be read".into());
+        let (mut event_type, mut stream_type) = (None, None);
+        for field in wire::raw_fields(bytes) {
+            let field = field.ok_or_else(malformed)?;
+            let text = || field.contents.and_then(|c| std::str::from_utf8(c).ok()).ok_or_else(malformed);
+            match field.number {
+                ENVELOPE_EVENT_TYPE => event_type = Some(text()?),
+                ENVELOPE_STREAM_TYPE => stream_type = Some(text()?),
+                _ => {}
+            }
+            if let (Some(e), Some(s)) = (event_type, stream_type) {
+                return Ok((e, s));
+            }
+        }
+        Err(ContractError::Malformed("the envelope has no event type or stream type".into()))
+    }
+
+    /// Decodes an envelope without its payload, which comes back as `null`: everything a reader
+    /// needs to account for an event it does not read (stream, versions, positions, times),
+    /// without the cost of the payload.
+    pub fn decode_envelope_only(&self, bytes: &[u8]) -> Result<RecordedEvent, ContractError> {
+        let mut header = Vec::with_capacity(256);
+        for field in wire::raw_fields(bytes) {
+            let field = field.ok_or_else(|| ContractError::Malformed("the envelope's fields cannot be read".into()))?;
+            if field.number < FIRST_PAYLOAD_FIELD {
+                header.extend_from_slice(field.whole);
+            }
+        }
+        let message = DynamicMessage::decode(self.envelope.clone(), &header[..])
+            .map_err(|e| ContractError::Malformed(e.to_string()))?;
+        self.event_of(&message, false)
+    }
+
     /// Converts an envelope message into a [`RecordedEvent`].
     pub fn from_envelope_message(&self, message: &DynamicMessage) -> Result<RecordedEvent, ContractError> {
+        self.event_of(message, true)
+    }
+
+    fn event_of(&self, message: &DynamicMessage, with_payload: bool) -> Result<RecordedEvent, ContractError> {
         let mut json = to_json(message)?;
         let map = json.as_object_mut().ok_or_else(|| ContractError::Malformed("envelope is not an object".into()))?;
         let event_type = map.get("eventType").and_then(|v| v.as_str()).unwrap_or_default().to_string();
         let member =
             self.members.get(&event_type).ok_or_else(|| ContractError::UnknownEventType(event_type.clone()))?;
-        if !message.has_field(member) {
+        if with_payload && !message.has_field(member) {
             return Err(ContractError::Malformed(format!(
                 "eventType is {event_type} but the payload is not a {event_type}"
             )));
         }
-        let payload = map.remove(member.json_name()).unwrap_or_default();
+        let payload =
+            if with_payload { map.remove(member.json_name()).unwrap_or_default() } else { serde_json::Value::Null };
         // Drop every other (unset) oneof member the default-emitting printer may add.
         for other in self.members.values() {
             map.remove(other.json_name());

@@ -291,3 +291,66 @@ pub(crate) fn write_nested(number: u32, inner: &[u8], out: &mut Vec<u8>) {
 pub(crate) fn mismatch(event_type: &str, reason: String) -> ContractError {
     ContractError::PayloadMismatch { event_type: event_type.to_string(), reason }
 }
+
+/// One top-level field of an encoded message: its number and where its bytes are (the whole
+/// field, tag included, and for length-delimited fields the contents).
+pub(crate) struct RawField<'a> {
+    pub number: u32,
+    pub whole: &'a [u8],
+    pub contents: Option<&'a [u8]>,
+}
+
+fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The top-level fields of an encoded message, in order, without decoding any of them.
+/// `None` when the bytes are not a well-formed protobuf message.
+pub(crate) fn raw_fields(bytes: &[u8]) -> impl Iterator<Item = Option<RawField<'_>>> + '_ {
+    let mut at = 0usize;
+    let mut broken = false;
+    std::iter::from_fn(move || {
+        if broken || at >= bytes.len() {
+            return None;
+        }
+        let start = at;
+        let field = (|| {
+            let key = read_varint(bytes, &mut at)?;
+            let number = u32::try_from(key >> 3).ok()?;
+            let contents = match key & 7 {
+                0 => {
+                    read_varint(bytes, &mut at)?;
+                    None
+                }
+                1 => {
+                    at = at.checked_add(8).filter(|e| *e <= bytes.len())?;
+                    None
+                }
+                2 => {
+                    let len = usize::try_from(read_varint(bytes, &mut at)?).ok()?;
+                    let end = at.checked_add(len).filter(|e| *e <= bytes.len())?;
+                    let contents = &bytes[at..end];
+                    at = end;
+                    Some(contents)
+                }
+                5 => {
+                    at = at.checked_add(4).filter(|e| *e <= bytes.len())?;
+                    None
+                }
+                _ => return None,
+            };
+            Some(RawField { number, whole: &bytes[start..at], contents })
+        })();
+        broken = field.is_none();
+        Some(field)
+    })
+}

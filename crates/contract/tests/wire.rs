@@ -114,3 +114,29 @@ fn default_values_encode_the_same_both_ways() {
     }
     assert!(compared > 30, "only {compared} payloads were valid with defaults");
 }
+
+#[test]
+fn the_types_peeked_and_the_envelope_without_payload_are_those_of_the_full_decode() {
+    let contract = Contract::get();
+    // The field numbers the reader relies on are the contract's.
+    let descriptor = contract.envelope();
+    assert_eq!(descriptor.get_field_by_name("event_type").unwrap().number(), 2);
+    assert_eq!(descriptor.get_field_by_name("stream_type").unwrap().number(), 5);
+    for field in descriptor.fields() {
+        let in_payload = field.containing_oneof().is_some_and(|o| o.name() == "payload");
+        assert_eq!(field.number() >= 100, in_payload, "field {} ({})", field.name(), field.number());
+    }
+    for (i, example) in kefu_domain::example_events().into_iter().enumerate() {
+        let event = envelope(i, example.event_type, example.stream_type, example.schema_version, example.payload);
+        let bytes = contract.encode(&event).unwrap();
+        assert_eq!(contract.peek_types(&bytes).unwrap(), (example.event_type, example.stream_type));
+        let full = contract.decode(&bytes).unwrap();
+        let header = contract.decode_envelope_only(&bytes).unwrap();
+        assert_eq!(header.payload, serde_json::Value::Null);
+        assert_eq!(RecordedEvent { payload: full.payload.clone(), ..header }, full, "{}", example.event_type);
+    }
+    for broken in [&b"\x12\x05abc"[..], b"\xff", b"\x2a\x80"] {
+        assert!(matches!(contract.peek_types(broken), Err(ContractError::Malformed(_))), "{broken:?}");
+        assert!(contract.decode_envelope_only(broken).is_err(), "{broken:?}");
+    }
+}

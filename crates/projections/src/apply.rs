@@ -51,6 +51,9 @@ pub struct BatchOutcome {
 struct Decoded<'r> {
     record: &'r Record,
     event: Result<RecordedEvent, String>,
+    /// Whether the projection reads this event; when not, its payload was not decoded and
+    /// the event only moves its stream's version.
+    read: bool,
 }
 
 /// Applies a batch. Retries with per-event isolation when an event fails; returns
@@ -67,7 +70,15 @@ pub async fn apply_batch(
     let contract = Contract::get();
     let decoded: Vec<Decoded<'_>> = records
         .iter()
-        .map(|record| Decoded { record, event: contract.decode(&record.payload).map_err(|e| e.to_string()) })
+        .map(|record| {
+            let read = match contract.peek_types(&record.payload) {
+                Ok((event_type, stream_type)) => projection.reads(stream_type, event_type),
+                Err(_) => true, // the full decode says what is wrong
+            };
+            let event =
+                if read { contract.decode(&record.payload) } else { contract.decode_envelope_only(&record.payload) };
+            Decoded { record, event: event.map_err(|e| e.to_string()), read }
+        })
         .collect();
     match apply_in_transaction(pool, projection, generation, &decoded, false).await {
         Err(ProjectionError::Poison(reason)) => {
@@ -171,11 +182,13 @@ async fn apply_in_transaction(
             );
             continue;
         }
-        if !isolate {
+        if !d.read || !isolate {
             versions.insert(event.stream_id, event.stream_version);
             changed.insert(event.stream_id);
             outcome.applied += 1;
-            pending.push(event);
+            if d.read {
+                pending.push(event);
+            }
             continue;
         }
         sqlx::query("SAVEPOINT event").execute(&mut *tx).await?;

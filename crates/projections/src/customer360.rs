@@ -101,6 +101,10 @@ impl Projection for Customer360 {
         TABLES
     }
 
+    fn reads(&self, stream_type: &str, _: &str) -> bool {
+        matches!(stream_type, "customer" | "interaction")
+    }
+
     fn apply<'a>(
         &'a self,
         conn: &'a mut PgConnection,

@@ -90,6 +90,14 @@ pub trait Projection: Send + Sync + 'static {
     /// The tables, in a stable order (used to compare generations).
     fn tables(&self) -> &'static [&'static str];
 
+    /// Whether the read model reads events of this stream and event type. Events it does not
+    /// read still pass the version guard and count as applied, but their payload is never
+    /// decoded and `apply` never sees them, so `apply` must do nothing for them. Default: all.
+    fn reads(&self, stream_type: &str, event_type: &str) -> bool {
+        let _ = (stream_type, event_type);
+        true
+    }
+
     /// Applies one event.
     fn apply<'a>(
         &'a self,

@@ -66,6 +66,10 @@ impl Projection for RequestAudit {
         &["history", "folded"]
     }
 
+    fn reads(&self, stream_type: &str, _: &str) -> bool {
+        stream_type == ServiceRequest::STREAM_TYPE
+    }
+
     fn apply<'a>(
         &'a self,
         conn: &'a mut PgConnection,

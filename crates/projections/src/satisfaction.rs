@@ -155,6 +155,10 @@ impl Projection for Satisfaction {
         TABLES
     }
 
+    fn reads(&self, stream_type: &str, _: &str) -> bool {
+        matches!(stream_type, "survey_template" | "survey" | "satisfaction_monitor")
+    }
+
     fn apply<'a>(
         &'a self,
         conn: &'a mut PgConnection,

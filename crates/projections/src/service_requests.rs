@@ -116,6 +116,10 @@ impl Projection for ServiceRequests {
         TABLES
     }
 
+    fn reads(&self, stream_type: &str, _: &str) -> bool {
+        stream_type == ServiceRequest::STREAM_TYPE
+    }
+
     fn apply<'a>(
         &'a self,
         conn: &'a mut PgConnection,

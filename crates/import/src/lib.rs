@@ -296,6 +296,9 @@ async fn import_row(
 ) -> Result<RowResult, AppError> {
     let ids = Ids::new(mapping, r);
     let (customer_id, request_id) = (ids.of("customer"), ids.of("request"));
+    // What each step's command is journalled with: a re-run with the same row is the same
+    // command, a changed row a reused command id.
+    let fingerprint = |step: &str| json!({"import": mapping.source, "step": step, "row": r.content});
     let meta = |step: &str, at: DateTime<Utc>| CommandMeta {
         command_id: Some(ids.of(step)),
         expected_version: None,
@@ -303,7 +306,7 @@ async fn import_row(
         correlation_id: ids.of("import"),
         causation_id: None,
         occurred_at: Some(at),
-        fingerprint: Some(json!({"import": mapping.source, "step": step, "row": r.content})),
+        fingerprint: Some(fingerprint(step)),
     };
     let mut events = 0;
 
@@ -317,10 +320,7 @@ async fn import_row(
         _ => "open",
     };
     let done = match service.store().find_command(ids.of(last)).await? {
-        Some(j) => {
-            *j.command.payload == json!({"import": mapping.source, "step": last, "row": r.content})
-                && j.stream_id == request_id
-        }
+        Some(j) => *j.command.payload == fingerprint(last) && j.stream_id == request_id,
         None => false,
     };
     if done {

@@ -244,18 +244,10 @@ struct HistoryRow<'a> {
 /// is folded onto its request in memory (the trail row records what changed), and the trail
 /// rows and the changed folds are written with one statement each.
 async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
-    let mut decoded: Vec<(&RecordedEvent, E)> = Vec::new();
-    for e in events {
-        if e.stream_type == ServiceRequest::STREAM_TYPE {
-            decoded.push((e, e.decode()?));
-        }
-    }
+    let (decoded, ids) = crate::service_requests::request_events(events)?;
     if decoded.is_empty() {
         return Ok(());
     }
-    let mut ids: Vec<Uuid> = decoded.iter().map(|(e, _)| e.stream_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
     let mut folded: BTreeMap<Uuid, ServiceRequest> = BTreeMap::new();
     for row in sqlx::query(
         "SELECT request_id, state_json FROM folded WHERE request_id = ANY($1) ORDER BY request_id FOR UPDATE",

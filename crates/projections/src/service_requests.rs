@@ -471,6 +471,26 @@ impl<'a> RequestRow<'a> {
     }
 }
 
+/// A service-request event with its decoded payload.
+pub(crate) type Decoded<'e> = (&'e RecordedEvent, ServiceRequestEvent);
+
+/// The service-request events of a run, decoded, and the requests they belong to (sorted, each
+/// once): what the request read models of a batch start from.
+pub(crate) fn request_events<'e>(
+    events: &[&'e RecordedEvent],
+) -> Result<(Vec<Decoded<'e>>, Vec<Uuid>), ProjectionError> {
+    let mut decoded = Vec::new();
+    for e in events {
+        if e.stream_type == ServiceRequest::STREAM_TYPE {
+            decoded.push((*e, e.decode()?));
+        }
+    }
+    let mut ids: Vec<Uuid> = decoded.iter().map(|(e, _)| e.stream_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok((decoded, ids))
+}
+
 /// Writes every column of the requests in `$1` (a JSON array of [`RequestRow`]).
 const UPSERT_REQUESTS: &str = "INSERT INTO requests SELECT * FROM jsonb_populate_recordset(NULL::requests, $1) \
     ON CONFLICT (request_id) DO UPDATE SET state = EXCLUDED.state, live = EXCLUDED.live, \
@@ -491,18 +511,10 @@ const UPSERT_REQUESTS: &str = "INSERT INTO requests SELECT * FROM jsonb_populate
 /// each, every event is folded onto them in memory with [`step`], and the changed rows are
 /// written back with one statement per table.
 async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
-    let mut decoded: Vec<(&RecordedEvent, ServiceRequestEvent)> = Vec::new();
-    for e in events {
-        if e.stream_type == ServiceRequest::STREAM_TYPE {
-            decoded.push((e, e.decode()?));
-        }
-    }
+    let (decoded, ids) = request_events(events)?;
     if decoded.is_empty() {
         return Ok(());
     }
-    let mut ids: Vec<Uuid> = decoded.iter().map(|(e, _)| e.stream_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
     let mut views: BTreeMap<Uuid, Option<RequestView>> = ids.iter().map(|id| (*id, None)).collect();
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {VIEW_COLUMNS} FROM requests WHERE request_id = ANY($1) ORDER BY request_id FOR UPDATE"

@@ -27,12 +27,15 @@ pub mod apply;
 pub mod as_of;
 pub mod customer360;
 pub mod progress;
+pub mod reads;
 pub mod registry;
 pub mod request_audit;
 pub mod runner;
 pub mod satisfaction;
 pub mod service_requests;
 pub mod verify;
+
+pub use reads::ReadModels;
 
 /// Why applying or reading a projection failed.
 #[derive(Debug, thiserror::Error)]

@@ -88,6 +88,14 @@ fn valid_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// Whether `schema` is a generation's schema name as [`schema_name`] makes them.
+pub(crate) fn valid_schema(schema: &str) -> bool {
+    schema.len() <= 63
+        && schema.strip_prefix("p_").and_then(|rest| rest.rsplit_once("_g")).is_some_and(|(name, generation)| {
+            valid_name(name) && !generation.is_empty() && generation.chars().all(|c| c.is_ascii_digit())
+        })
+}
+
 /// The schema name of a generation. Only names of our own making reach SQL.
 pub fn schema_name(name: &str, generation: i32) -> Result<String, ProjectionError> {
     if !valid_name(name) {
@@ -111,6 +119,25 @@ fn from_row(row: &PgRow) -> Result<Generation, sqlx::Error> {
 }
 
 const COLUMNS: &str = "name, generation, schema_name, status, layout_fingerprint, topic, created_at, activated_at";
+
+/// The channel on which a change of the generation serving a read model is announced (payload:
+/// the projection's name), on commit of the transaction that made it.
+pub const SWITCH_CHANNEL: &str = "kefu_projection_switched";
+
+async fn notify_switch(conn: &mut sqlx::PgConnection, name: &str) -> Result<(), ProjectionError> {
+    sqlx::query("SELECT pg_notify($1, $2)").bind(SWITCH_CHANNEL).bind(name).execute(conn).await?;
+    Ok(())
+}
+
+/// Every active generation, by projection name.
+pub async fn all_active(pool: &PgPool) -> Result<Vec<Generation>, ProjectionError> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM projections.generations WHERE status = 'active' ORDER BY name"
+    )))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
 
 /// The generation serving queries, if any.
 pub async fn active(pool: &PgPool, name: &str) -> Result<Option<Generation>, ProjectionError> {
@@ -201,6 +228,9 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
     let created = from_row(&row)?;
+    if status == Status::Active {
+        notify_switch(&mut tx, name).await?;
+    }
     tx.commit().await?;
     tracing::info!(projection = name, generation, schema = %created.schema, status = %status, "created projection generation");
     Ok(created)
@@ -247,6 +277,7 @@ pub async fn activate(pool: &PgPool, name: &str, generation: i32) -> Result<(), 
     if updated != 1 {
         return Err(ProjectionError::Other(format!("{name} has no generation {generation}")));
     }
+    notify_switch(&mut tx, name).await?;
     tx.commit().await?;
     tracing::info!(projection = name, generation, "projection generation now serves queries");
     Ok(())
@@ -274,6 +305,38 @@ pub async fn drop_retired(pool: &PgPool, name: &str, keep: usize) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_schema_names_of_our_making_are_valid() {
+        assert!(valid_schema(&schema_name("customer360", 12).unwrap()));
+        assert!(valid_schema("p_service_requests_g1"));
+        for bad in ["public", "p_x_g", "p_x_gA", "p_X_g1", "p_x; DROP TABLE y_g1", "p__g1", "q_x_g1"] {
+            assert!(!valid_schema(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn read_models_name_their_tables_apart() {
+        // The read connections see every active generation on one search path.
+        let mut seen = std::collections::HashMap::new();
+        for p in crate::all() {
+            let ddl = p.schema().split_whitespace().collect::<Vec<_>>();
+            let created: Vec<&str> = ddl
+                .windows(3)
+                .filter(|w| w[0].eq_ignore_ascii_case("CREATE") && w[1].eq_ignore_ascii_case("TABLE"))
+                .map(|w| w[2].trim_end_matches('('))
+                .collect();
+            for table in p.tables() {
+                assert!(created.contains(table), "{} lists {table} but does not create it", p.name());
+            }
+            for table in created {
+                assert!(p.tables().contains(&table), "{} creates {table} but does not list it", p.name());
+                if let Some(other) = seen.insert(table, p.name()) {
+                    panic!("table {table} is in both {other} and {}", p.name());
+                }
+            }
+        }
+    }
 
     #[test]
     fn fingerprints_ignore_whitespace_only() {

@@ -743,6 +743,9 @@ pub async fn satisfaction_index(
 // ---------------------------------------------------------------------------------------------
 // Surveys, follow-ups, reports
 
+/// An answer that counts: (question, value, text).
+pub type Answer = (String, Option<i32>, Option<String>);
+
 /// A survey as people look at it.
 #[derive(Debug, Clone)]
 pub struct SurveyView {
@@ -775,7 +778,7 @@ pub struct SurveyView {
     /// NONE, OPEN or DONE.
     pub follow_up_state: String,
     /// The answers that count, in question order: (question, value, text).
-    pub answers: Vec<(String, Option<i32>, Option<String>)>,
+    pub answers: Vec<Answer>,
     /// Version of the survey stream.
     pub version: i64,
 }
@@ -809,24 +812,41 @@ async fn survey_rows(
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;
+    surveys_from(conn, rows).await
+}
+
+/// Survey rows with their answers (one query for the answers of all of them).
+async fn surveys_from(
+    conn: &mut PgConnection,
+    rows: Vec<sqlx::postgres::PgRow>,
+) -> Result<Vec<SurveyView>, ProjectionError> {
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.try_get("survey_id")).collect::<Result<_, _>>()?;
+    let mut answers: HashMap<Uuid, Vec<Answer>> = HashMap::new();
+    for a in sqlx::query(
+        "SELECT a.survey_id, a.question, a.value, a.text FROM answers a \
+         JOIN surveys s ON s.survey_id = a.survey_id \
+         LEFT JOIN template_items i ON i.template_id = s.template_id AND i.version = s.template_version \
+              AND i.question = a.question \
+         WHERE a.survey_id = ANY($1) ORDER BY a.survey_id, i.position NULLS LAST, a.question",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        answers.entry(a.try_get("survey_id")?).or_default().push((
+            a.try_get("question")?,
+            a.try_get("value")?,
+            a.try_get("text")?,
+        ));
+    }
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let j: Value = r.try_get("j")?;
         let survey_id: Uuid = r.try_get("survey_id")?;
         let template: (Uuid, i32) = (r.try_get("template_id")?, r.try_get("template_version")?);
-        let answers = sqlx::query(
-            "SELECT a.question, a.value, a.text FROM answers a \
-             LEFT JOIN template_items i ON i.template_id = $2 AND i.version = $3 AND i.question = a.question \
-             WHERE a.survey_id = $1 ORDER BY i.position NULLS LAST, a.question",
-        )
-        .bind(survey_id)
-        .bind(template.0)
-        .bind(template.1)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|a| Ok((a.try_get("question")?, a.try_get("value")?, a.try_get("text")?)))
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let row = SURVEY_COLUMNS.iter().map(|c| (*c, j.get(*c).cloned().unwrap_or(Value::Null))).collect();
         out.push(SurveyView {
             row,
@@ -843,11 +863,43 @@ async fn survey_rows(
             follow_up: r.try_get::<Option<Json<Value>>, _>("follow_up")?.map(|x| x.0),
             follow_up_done: r.try_get::<Option<Json<Value>>, _>("follow_up_done")?.map(|x| x.0),
             follow_up_state: r.try_get("follow_up_state")?,
-            answers,
+            answers: answers.remove(&survey_id).unwrap_or_default(),
             version: r.try_get("version")?,
         });
     }
     Ok(out)
+}
+
+/// The survey about each of these requests that has one (for batching).
+pub async fn surveys_of_requests(
+    conn: &mut PgConnection,
+    request_ids: &[Uuid],
+) -> Result<Vec<SurveyView>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT ON (s.request_id) s.*, to_jsonb(s) AS j FROM surveys s WHERE s.request_id = ANY($1) \
+         ORDER BY s.request_id, s.sent_at DESC, s.survey_id",
+    )
+    .bind(request_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    surveys_from(conn, rows).await
+}
+
+/// Template versions by (id, version) (for batching).
+pub async fn templates_by_key(
+    conn: &mut PgConnection,
+    keys: &[(Uuid, i32)],
+) -> Result<Vec<TemplateRow>, ProjectionError> {
+    let (ids, versions): (Vec<Uuid>, Vec<i32>) = keys.iter().copied().unzip();
+    let rows = sqlx::query(
+        "SELECT t.template_id, t.version, t.published, t.content FROM templates t \
+         JOIN UNNEST($1::uuid[], $2::int[]) AS k(template_id, version) USING (template_id, version)",
+    )
+    .bind(&ids)
+    .bind(&versions)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(template_row).collect()
 }
 
 /// One survey.

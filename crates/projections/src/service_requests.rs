@@ -5,7 +5,7 @@
 //! with the domain's own `apply`, so states, owners and SLA clocks here are exactly what the
 //! write side decides with; the columns beside it are for filtering and sorting.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -76,8 +76,10 @@ CREATE TABLE requests (
     updated_at              timestamptz NOT NULL
 );
 CREATE INDEX requests_backlog ON requests (live, filed_at, request_id);
-CREATE INDEX requests_by_customer ON requests (customer_id, filed_at DESC, request_id);
+CREATE INDEX requests_by_customer ON requests (customer_id, filed_at DESC, request_id DESC);
 CREATE INDEX requests_due ON requests (next_due_at, request_id) WHERE live;
+CREATE INDEX requests_by_deadline ON requests (COALESCE(next_due_at, '9999-12-31T00:00:00Z'::timestamptz), request_id)
+    WHERE live;
 CREATE INDEX requests_by_external_ref ON requests (external_ref);
 
 CREATE TABLE request_clocks (
@@ -673,6 +675,31 @@ pub async fn request(conn: &mut PgConnection, id: Uuid) -> Result<Option<Request
     Ok(row.as_ref().map(view_from).transpose()?)
 }
 
+impl BacklogFilter {
+    /// A customer's requests: the live ones, or all of them.
+    pub fn of_customer(customer_id: Uuid, include_closed: bool) -> Self {
+        BacklogFilter {
+            customer_id: Some(customer_id),
+            states: if include_closed {
+                RequestState::ALL.iter().map(|s| s.as_str().to_string()).collect()
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        }
+    }
+}
+
+/// Many requests by id (for batching).
+pub async fn requests_by_id(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<RequestView>, ProjectionError> {
+    let rows =
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {VIEW_COLUMNS} FROM requests WHERE request_id = ANY($1)")))
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.iter().map(view_from).collect::<Result<_, _>>()?)
+}
+
 /// Which requests a backlog shows; every given field must match (lists: any of).
 #[derive(Debug, Clone, Default)]
 pub struct BacklogFilter {
@@ -909,6 +936,40 @@ pub async fn backlog(
     Ok((out, more))
 }
 
+/// Requests with their cursors, and whether more follow.
+pub type RequestPage = (Vec<(RequestView, BacklogCursor)>, bool);
+
+/// A page of requests per customer, newest first (for batching `Customer.serviceRequests`
+/// over a list of customers): each customer's first `first` requests and whether more follow.
+pub async fn requests_of_customers(
+    conn: &mut PgConnection,
+    customer_ids: &[Uuid],
+    include_closed: bool,
+    first: i64,
+) -> Result<HashMap<Uuid, RequestPage>, ProjectionError> {
+    let live = if include_closed { "" } else { " AND live" };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT c.customer_id AS of_customer, r.* FROM unnest($1::uuid[]) AS c(customer_id) \
+         CROSS JOIN LATERAL (SELECT {VIEW_COLUMNS} FROM requests q WHERE q.customer_id = c.customer_id{live} \
+                             ORDER BY filed_at DESC, request_id DESC LIMIT $2) r"
+    )))
+    .bind(customer_ids)
+    .bind(first + 1)
+    .fetch_all(conn)
+    .await?;
+    let mut out: HashMap<Uuid, RequestPage> = customer_ids.iter().map(|id| (*id, (Vec::new(), false))).collect();
+    for row in &rows {
+        let customer: Uuid = row.try_get("of_customer")?;
+        let cursor = BacklogCursor { rank: None, at: row.try_get("filed_at")?, id: row.try_get("request_id")? };
+        out.entry(customer).or_default().0.push((view_from(row)?, cursor));
+    }
+    for (page, more) in out.values_mut() {
+        *more = page.len() as i64 > first;
+        page.truncate(first as usize);
+    }
+    Ok(out)
+}
+
 /// Totals of a backlog: how many, per state, per age bucket.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BacklogCounts {
@@ -957,42 +1018,33 @@ pub async fn backlog_counts(
     let binds = where_clause(filter, &mut sql);
     let condition = sql.text.clone();
     let mut counts = BacklogCounts::default();
-    let by_state = bind_all(
+    // Per state and per age bucket in one statement (one scan).
+    let rows = bind_all(
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT state, count(*) AS n, sum(CASE WHEN breached THEN 1 ELSE 0 END) AS b FROM requests \
-             WHERE $1::timestamptz IS NOT NULL {condition} GROUP BY state ORDER BY state"
+            "SELECT GROUPING(bucket) = 1 AS per_state, state, bucket, count(*) AS n, \
+                    sum(CASE WHEN breached THEN 1 ELSE 0 END) AS b \
+             FROM (SELECT state, breached, {AGE_BUCKET_SQL} AS bucket FROM requests \
+                   WHERE $1::timestamptz IS NOT NULL {condition}) r \
+             GROUP BY GROUPING SETS ((state), (bucket)) ORDER BY state, bucket"
         )))
         .bind(now),
         binds,
     )
     .fetch_all(&mut *conn)
     .await?;
-    for r in &by_state {
+    let mut by_age = BTreeMap::new();
+    for r in &rows {
         let n: i64 = r.try_get("n")?;
-        let b: i64 = r.try_get("b")?;
-        counts.total += n;
-        counts.breached += b;
-        counts.by_state.push((r.try_get("state")?, n));
+        if r.try_get("per_state")? {
+            counts.total += n;
+            counts.breached += r.try_get::<i64, _>("b")?;
+            counts.by_state.push((r.try_get("state")?, n));
+        } else {
+            by_age.insert(r.try_get::<String, _>("bucket")?, n);
+        }
     }
-    let mut sql = Sql { text: String::new(), n: 1 };
-    let binds = where_clause(filter, &mut sql);
-    let by_age = bind_all(
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {AGE_BUCKET_SQL} AS bucket, count(*) AS n FROM requests WHERE true {} GROUP BY 1",
-            sql.text
-        )))
-        .bind(now),
-        binds,
-    )
-    .fetch_all(&mut *conn)
-    .await?;
     for bucket in AGE_BUCKETS {
-        let n = by_age
-            .iter()
-            .find(|r| r.try_get::<String, _>("bucket").ok().as_deref() == Some(*bucket))
-            .and_then(|r| r.try_get::<i64, _>("n").ok())
-            .unwrap_or(0);
-        counts.by_age.push((bucket.to_string(), n));
+        counts.by_age.push((bucket.to_string(), by_age.get(*bucket).copied().unwrap_or(0)));
     }
     Ok(counts)
 }

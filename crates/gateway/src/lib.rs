@@ -6,7 +6,8 @@
 //!   `GET /metrics` (Prometheus text: log head, relay and projection lag, dead letters).
 //!
 //! Layout: [`schema`] (one module per area: customers, interactions, ops), [`auth`] (bearer
-//! tokens), [`errors`] (stable error codes), [`wait`] (read-your-writes). [`Gateway::bind`]
+//! tokens), [`errors`] (stable error codes); reads and read-your-writes go through
+//! [`kefu_projections::ReadModels`]. [`Gateway::bind`]
 //! binds its own listener (port 0 in tests) and [`Gateway::serve`] runs until a shutdown
 //! future completes, finishing in-flight requests.
 
@@ -30,7 +31,6 @@ mod documents;
 pub mod errors;
 mod metrics;
 pub mod schema;
-pub mod wait;
 
 use auth::AuthConfig;
 use schema::{KefuSchema, common::CorrelationId};
@@ -42,8 +42,8 @@ pub struct State {
     pub pool: PgPool,
     /// The write path.
     pub commands: CommandService,
-    /// Read-your-writes.
-    pub waiter: wait::Waiter,
+    /// Reads of the read models, and read-your-writes.
+    pub reads: kefu_projections::ReadModels,
     /// Longest wait for `minPosition`.
     pub max_wait: Duration,
 }
@@ -66,6 +66,7 @@ struct Shared {
     schema: KefuSchema,
     auth: AuthConfig,
     pool: PgPool,
+    reads: kefu_projections::ReadModels,
     topic: String,
     documents: Arc<documents::Documents>,
 }
@@ -86,13 +87,10 @@ impl Gateway {
     /// Binds with the process's own command service (its writer and stream cache shared with
     /// whatever else the process runs).
     pub async fn bind_with(config: GatewayConfig, pool: PgPool, commands: CommandService) -> std::io::Result<Self> {
-        let state = State {
-            pool: pool.clone(),
-            commands,
-            waiter: wait::Waiter::start(pool.clone()),
-            max_wait: config.max_wait,
-        };
+        let reads = kefu_projections::ReadModels::start(pool.clone());
+        let state = State { pool: pool.clone(), commands, reads: reads.clone(), max_wait: config.max_wait };
         let shared = Shared {
+            reads,
             schema: schema::build(Some(state)),
             auth: config.auth,
             pool,
@@ -145,7 +143,10 @@ async fn graphql(AxumState(shared): AxumState<Shared>, headers: HeaderMap, reque
     let request = shared.documents.prepare(request.into_inner());
     let operation = request.operation_name.clone().unwrap_or_default();
     let started = std::time::Instant::now();
-    let mut response = shared.schema.execute(request.data(actor.clone()).data(CorrelationId(correlation))).await;
+    let (reads, loaders) = schema::loaders::for_request(&shared.reads);
+    let request = request.data(actor.clone()).data(CorrelationId(correlation)).data(reads).data(loaders);
+    let span = tracing::info_span!("graphql", operation = %operation, correlation_id = %correlation);
+    let mut response = tracing::Instrument::instrument(shared.schema.execute(request), span).await;
     errors::classify_request_errors(&mut response);
     tracing::info!(
         operation = %operation,

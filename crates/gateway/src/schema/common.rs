@@ -208,6 +208,17 @@ pub fn state<'a>(ctx: &'a Context<'_>) -> &'a State {
     ctx.data_unchecked::<State>()
 }
 
+pub use super::loaders::ReadConnection;
+
+/// A connection for reading read model `name` (the request's, see [`super::loaders`]);
+/// unavailable while it has not been built.
+pub async fn read<'a>(ctx: &'a Context<'_>, name: &str) -> Result<ReadConnection<'a>, Error> {
+    match ctx.data_opt::<std::sync::Arc<super::loaders::RequestReads>>() {
+        Some(request) => request.read(name).await.map_err(errors::projection),
+        None => Ok(ReadConnection::Own(state(ctx).reads.read(name).await.map_err(errors::projection)?)),
+    }
+}
+
 /// Waits until `projection` reflects `position` (when given), within the configured limit.
 pub async fn wait_for(ctx: &Context<'_>, projection: &str, position: Option<GlobalPosition>) -> Result<(), Error> {
     let Some(GlobalPosition(position)) = position else {
@@ -215,7 +226,7 @@ pub async fn wait_for(ctx: &Context<'_>, projection: &str, position: Option<Glob
     };
     let state = state(ctx);
     let (reached, through) =
-        state.waiter.wait(projection, position, state.max_wait).await.map_err(errors::projection)?;
+        state.reads.wait(projection, position, state.max_wait).await.map_err(errors::projection)?;
     if reached {
         return Ok(());
     }

@@ -403,6 +403,9 @@ impl Customer {
                     .filter(|(_, c)| after.as_ref().is_none_or(|a| (c.at, c.id) < (a.at, a.id)));
                 page(items, first)
             }
+            None if after.is_none() => {
+                super::loaders::requests_of_customer(ctx, self.0.customer_id, include_closed, first).await?
+            }
             None => super::requests::of_customer(ctx, self.0.customer_id, include_closed, first, after).await?,
         };
         let mut connection = Connection::new(false, more);
@@ -506,8 +509,8 @@ pub(crate) fn decode_cursor<T: Serialize + serde::de::DeserializeOwned>(after: O
     }
 }
 
-pub(crate) async fn read(ctx: &Context<'_>) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    kefu_projections::read(&common::state(ctx).pool, customer360::NAME).await.map_err(errors::projection)
+pub(crate) async fn read<'a>(ctx: &'a Context<'_>) -> Result<common::ReadConnection<'a>> {
+    common::read(ctx, customer360::NAME).await
 }
 
 /// A customer folded from the event store as of a point.
@@ -519,8 +522,7 @@ pub async fn load_as_of(ctx: &Context<'_>, id: Uuid, cutoff: Cutoff) -> Result<O
 
 /// Loads a customer from the read model.
 pub async fn load(ctx: &Context<'_>, id: Uuid) -> Result<Option<Customer>> {
-    let mut tx = read(ctx).await?;
-    Ok(customer360::customer(&mut tx, id).await.map_err(errors::projection)?.map(Customer::now))
+    Ok(super::loaders::customer(ctx, id).await?.map(Customer::now))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ pub mod config;
 pub mod customers;
 pub mod history;
 pub mod interactions;
+pub mod loaders;
 pub mod ops;
 pub mod requests;
 pub mod satisfaction;

@@ -584,8 +584,7 @@ pub struct ActorView {
 }
 
 async fn load_history(ctx: &Context<'_>, id: Uuid) -> Result<Vec<HistoryEntry>> {
-    let mut tx =
-        kefu_projections::read(&common::state(ctx).pool, request_audit::NAME).await.map_err(errors::projection)?;
+    let mut tx = common::read(ctx, request_audit::NAME).await?;
     let entries = request_audit::history(&mut tx, id).await.map_err(errors::projection)?;
     drop(tx);
     let (_, chain) = super::history::verify_stream(ctx, id).await?;
@@ -620,14 +619,13 @@ async fn load_history(ctx: &Context<'_>, id: Uuid) -> Result<Vec<HistoryEntry>> 
         .collect())
 }
 
-pub(crate) async fn read_tx(ctx: &Context<'_>) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    kefu_projections::read(&common::state(ctx).pool, read::NAME).await.map_err(errors::projection)
+pub(crate) async fn read_conn<'a>(ctx: &'a Context<'_>) -> Result<common::ReadConnection<'a>> {
+    common::read(ctx, read::NAME).await
 }
 
 /// Loads a request from the read model.
 pub async fn load(ctx: &Context<'_>, id: Uuid) -> Result<Option<ServiceRequest>> {
-    let mut tx = read_tx(ctx).await?;
-    Ok(read::request(&mut tx, id).await.map_err(errors::projection)?.and_then(ServiceRequest::new))
+    Ok(super::loaders::request(ctx, id).await?.and_then(ServiceRequest::new))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -882,10 +880,21 @@ impl RequestQuery {
             BacklogOrderBy::Escalation => BacklogOrder::Escalation,
         };
         common::wait_for(ctx, read::NAME, min_position).await?;
-        let mut tx = read_tx(ctx).await?;
+        let mut tx = read_conn(ctx).await?;
         let (items, more) =
             read::backlog(&mut tx, &filter, order, first, after.as_ref()).await.map_err(errors::projection)?;
-        let counts = read::backlog_counts(&mut tx, &filter, Utc::now()).await.map_err(errors::projection)?;
+        drop(tx);
+        // The totals cost a scan of every matching request: only when asked for.
+        let selection = ctx.look_ahead();
+        let totals_asked = ["totalCount", "breachedCount", "countsByState", "agingBuckets"]
+            .iter()
+            .any(|f| selection.field(f).exists());
+        let counts = if totals_asked {
+            let mut tx = read_conn(ctx).await?;
+            read::backlog_counts(&mut tx, &filter, Utc::now()).await.map_err(errors::projection)?
+        } else {
+            Default::default()
+        };
         let totals = BacklogTotals {
             total_count: counts.total,
             breached_count: counts.breached,
@@ -952,7 +961,7 @@ impl RequestQuery {
         }
         common::wait_for(ctx, read::NAME, min_position).await?;
         let dims: Vec<ComplianceDimension> = group_by.iter().map(|g| (*g).into()).collect();
-        let mut tx = read_tx(ctx).await?;
+        let mut tx = read_conn(ctx).await?;
         let rows =
             read::compliance(&mut tx, range.from, range.to, &dims, &time_zone).await.map_err(errors::projection)?;
         Ok(rows
@@ -980,16 +989,8 @@ pub async fn of_customer(
     first: i64,
     after: Option<BacklogCursor>,
 ) -> Result<(Vec<(RequestView, BacklogCursor)>, bool)> {
-    let filter = BacklogFilter {
-        customer_id: Some(customer_id),
-        states: if include_closed {
-            vocab::RequestState::ALL.iter().map(|s| s.as_str().to_string()).collect()
-        } else {
-            vec![]
-        },
-        ..Default::default()
-    };
-    let mut tx = read_tx(ctx).await?;
+    let filter = BacklogFilter::of_customer(customer_id, include_closed);
+    let mut tx = read_conn(ctx).await?;
     read::backlog(&mut tx, &filter, BacklogOrder::NewestFirst, first, after.as_ref()).await.map_err(errors::projection)
 }
 

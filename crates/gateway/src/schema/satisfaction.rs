@@ -52,8 +52,8 @@ fn lost() -> Error {
     errors::internal("validated input lost a value")
 }
 
-async fn read_tx(ctx: &Context<'_>) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    kefu_projections::read(&common::state(ctx).pool, read::NAME).await.map_err(errors::projection)
+async fn read_conn<'a>(ctx: &'a Context<'_>) -> Result<common::ReadConnection<'a>> {
+    common::read(ctx, read::NAME).await
 }
 
 fn survey_id(field: &str, raw: &ID) -> Result<Uuid> {
@@ -604,35 +604,36 @@ impl Survey {
 
 /// Loads a survey from the read model.
 pub async fn load(ctx: &Context<'_>, id: Uuid) -> Result<Option<Survey>> {
-    let mut tx = read_tx(ctx).await?;
+    let mut tx = read_conn(ctx).await?;
     let Some(view) = read::survey(&mut tx, id).await.map_err(errors::projection)? else { return Ok(None) };
-    with_template(&mut tx, view).await.map(Some)
+    drop(tx);
+    with_template(ctx, view).await.map(Some)
 }
 
-async fn with_template(tx: &mut sqlx::PgConnection, view: read::SurveyView) -> Result<Survey> {
-    let template =
-        read::template(tx, view.template.0, view.template.1).await.map_err(errors::projection)?.map(|t| t.content);
+/// Surveys with their templates (every template of the list read in one batch).
+async fn with_templates(ctx: &Context<'_>, views: Vec<read::SurveyView>) -> Result<Vec<Survey>> {
+    futures::future::try_join_all(views.into_iter().map(|v| with_template(ctx, v))).await
+}
+
+async fn with_template(ctx: &Context<'_>, view: read::SurveyView) -> Result<Survey> {
+    let template = super::loaders::template(ctx, view.template.0, view.template.1).await?.map(|t| t.content);
     Ok(Survey { view, template })
 }
 
 /// The survey about a request (for `ServiceRequest.survey`).
 pub async fn of_request(ctx: &Context<'_>, request_id: Uuid) -> Result<Option<Survey>> {
-    let mut tx = read_tx(ctx).await?;
-    let Some(view) = read::survey_of_request(&mut tx, request_id).await.map_err(errors::projection)? else {
+    let Some(view) = super::loaders::survey_of_request(ctx, request_id).await? else {
         return Ok(None);
     };
-    with_template(&mut tx, view).await.map(Some)
+    with_template(ctx, view).await.map(Some)
 }
 
 /// A customer's surveys (for the customer 360).
 pub async fn of_customer(ctx: &Context<'_>, customer_id: Uuid, first: i64) -> Result<Vec<Survey>> {
-    let mut tx = read_tx(ctx).await?;
+    let mut tx = read_conn(ctx).await?;
     let views = read::surveys_of_customer(&mut tx, customer_id, first).await.map_err(errors::projection)?;
-    let mut out = Vec::with_capacity(views.len());
-    for v in views {
-        out.push(with_template(&mut tx, v).await?);
-    }
-    Ok(out)
+    drop(tx);
+    with_templates(ctx, views).await
 }
 
 /// One answered survey on a customer's satisfaction trajectory.
@@ -658,7 +659,7 @@ pub struct SatisfactionPoint {
 
 /// A customer's satisfaction over time, oldest first (for the customer 360).
 pub async fn trajectory(ctx: &Context<'_>, customer_id: Uuid) -> Result<Vec<SatisfactionPoint>> {
-    let mut tx = read_tx(ctx).await?;
+    let mut tx = read_conn(ctx).await?;
     let points = read::customer_trajectory(&mut tx, customer_id).await.map_err(errors::projection)?;
     Ok(points
         .into_iter()
@@ -1641,7 +1642,7 @@ impl SatisfactionQuery {
     /// Every survey template, newest version each, by name.
     async fn survey_templates(&self, ctx: &Context<'_>) -> Result<Vec<SurveyTemplateView>> {
         common::actor(ctx)?;
-        let mut tx = read_tx(ctx).await?;
+        let mut tx = read_conn(ctx).await?;
         let rows = read::templates(&mut tx).await.map_err(errors::projection)?;
         Ok(rows.iter().map(|r| template_view(r.template_id, r.version as u32, &r.content, None, r.published)).collect())
     }
@@ -1676,14 +1677,11 @@ impl SatisfactionQuery {
             return Err(errors::invalid("first", "between 1 and 200"));
         }
         common::wait_for(ctx, read::NAME, min_position).await?;
-        let mut tx = read_tx(ctx).await?;
+        let mut tx = read_conn(ctx).await?;
         let filter = read::FollowUpFilter { open_only, overdue_at: overdue_only.then(Utc::now), department, assignee };
         let views = read::follow_ups(&mut tx, &filter, i64::from(first)).await.map_err(errors::projection)?;
-        let mut out = Vec::with_capacity(views.len());
-        for v in views {
-            out.push(with_template(&mut tx, v).await?);
-        }
-        Ok(out)
+        drop(tx);
+        with_templates(ctx, views).await
     }
 
     /// Satisfaction indices per group: CSAT, top-two-box, NPS, CES, the weighted composite,
@@ -1709,7 +1707,7 @@ impl SatisfactionQuery {
         }
         dims.extend(group_by.iter().map(|g| IndexDimension::from(*g)));
         let filter = index_filter(filter, &range)?;
-        let mut tx = read_tx(ctx).await?;
+        let mut tx = read_conn(ctx).await?;
         let groups = read::satisfaction_index(&mut tx, &filter, &dims, &time_zone).await.map_err(errors::projection)?;
         Ok(groups.iter().map(|g| row(g, i64::from(min_sample))).collect())
     }
@@ -1750,7 +1748,7 @@ impl SatisfactionQuery {
         dims.extend(group_by.iter().map(|g| IndexDimension::from(*g)));
         let extended = TimeRange { from: before, to: range.to };
         let filter = index_filter(filter, &extended)?;
-        let mut tx = read_tx(ctx).await?;
+        let mut tx = read_conn(ctx).await?;
         let groups = read::satisfaction_index(&mut tx, &filter, &dims, &time_zone).await.map_err(errors::projection)?;
         let first_label = label_of(period, tz, range.from);
         let mut last: BTreeMap<Vec<(String, String)>, (String, Indices)> = BTreeMap::new();
@@ -1797,7 +1795,7 @@ impl SatisfactionQuery {
         let (last_start, from, to) = month_bounds(&month, tz)?;
         let audience_str = vocab::SurveyAudience::from(audience).as_str().to_string();
         let min = i64::from(min_sample);
-        let mut tx = read_tx(ctx).await?;
+        let mut tx = read_conn(ctx).await?;
         let filter = |a: DateTime<Utc>, b: DateTime<Utc>| IndexFilter {
             audience: audience_str.clone(),
             from: Some(a),
@@ -1846,9 +1844,7 @@ impl SatisfactionQuery {
         let alerts = read::alerts(&mut tx, from, to).await.map_err(errors::projection)?;
         drop(tx);
 
-        let mut rtx = kefu_projections::read(&common::state(ctx).pool, service_requests::NAME)
-            .await
-            .map_err(errors::projection)?;
+        let mut rtx = common::read(ctx, service_requests::NAME).await?;
         let now_c = service_requests::complaint_summary(&mut rtx, from, to).await.map_err(errors::projection)?;
         let last_c =
             service_requests::complaint_summary(&mut rtx, last_start, from).await.map_err(errors::projection)?;
@@ -1954,7 +1950,7 @@ impl SatisfactionQuery {
         common::actor(ctx)?;
         check_range(&range, "UTC")?;
         common::wait_for(ctx, read::NAME, min_position).await?;
-        let mut tx = read_tx(ctx).await?;
+        let mut tx = read_conn(ctx).await?;
         Ok(read::alerts(&mut tx, range.from, range.to)
             .await
             .map_err(errors::projection)?
@@ -2161,8 +2157,7 @@ impl SatisfactionMutation {
         // The recipients, from the customer 360 (at most maxRecipients).
         let mut recipients = Vec::new();
         {
-            let state = common::state(ctx);
-            let mut tx = kefu_projections::read(&state.pool, customer360::NAME).await.map_err(errors::projection)?;
+            let mut tx = common::read(ctx, customer360::NAME).await?;
             let mut after = None;
             loop {
                 let (page, more) = customer360::list_customers(

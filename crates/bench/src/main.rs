@@ -24,6 +24,10 @@
 //! PostgreSQL with fsync on), one JSON line each:
 //! - `kefu-bench peers`: the command service in this process;
 //! - `kefu-bench peers-graphql --url …`: one mutation per HTTP request against a gateway.
+//!
+//! And the reads of agent desktops ([`reads`]): `kefu-bench reads --url … --database-url …`,
+//! the customer 360 and the complaint backlog through GraphQL and in plain SQL, at 1, 50 and
+//! 200 clients.
 
 #![allow(clippy::print_stdout)]
 
@@ -54,6 +58,7 @@ use uuid::Uuid;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod peers;
+mod reads;
 mod usage;
 
 pub(crate) use usage::Usage;
@@ -99,6 +104,8 @@ enum Scenario {
     PeersGraphql(GraphqlArgs),
     /// Only the CFPB import and re-import (`--import-file`, `--import-concurrency`).
     Import,
+    /// The customer 360 and the complaint backlog through GraphQL and in plain SQL.
+    Reads(reads::ReadsArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -162,6 +169,7 @@ async fn main() -> Result<()> {
         Some(Scenario::Peers(p)) => return peers_in_process(p).await,
         Some(Scenario::PeersGraphql(g)) => return peers_graphql(g).await,
         Some(Scenario::Import) => return import(&args).await,
+        Some(Scenario::Reads(r)) => return reads::reads(r).await,
         None => {}
     }
     let db = kefu_testkit::fresh_database().await?;

@@ -68,7 +68,7 @@ CREATE TABLE requests (
     next_warn_at            timestamptz,
     breached                boolean     NOT NULL DEFAULT false,
     policy_name             text        NOT NULL,
-    state_json              jsonb       NOT NULL,
+    state_json              json        NOT NULL,
     filing                  jsonb       NOT NULL,
     resolution              jsonb,
     version                 bigint      NOT NULL,

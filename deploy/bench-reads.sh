@@ -41,8 +41,7 @@ ensure_broker_installed
 TARGET="${CARGO_TARGET_DIR:-$KEFU_ROOT/target}"
 
 log "building kefu and kefu-bench (release)"
-# Separately: built together, the two would unify features and rebuild everything.
-(cd "$KEFU_ROOT" && cargo build --locked --release -p kefu-cli --bin kefu && cargo build --locked --release -p kefu-bench)
+build_bench_binaries
 
 start_postgres bench "$PG_PORT"
 start_broker bench "$BROKER_PORT"
@@ -65,11 +64,7 @@ DATABASE_URL="$SERVER/bench_reads" KEFU_KAFKA_BROKERS="127.0.0.1:$BROKER_PORT" \
   KEFU_DB_MAX_CONNECTIONS="$CONNECTIONS" RUST_LOG=warn \
   "$TARGET/release/kefu" run >"$KEFU_HOME/bench/kefu-reads.log" 2>&1 &
 kefu_pid=$!
-for _ in $(seq 1 300); do
-  curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null 2>&1 && break
-  kill -0 "$kefu_pid" 2>/dev/null || die "kefu run stopped, see $KEFU_HOME/bench/kefu-reads.log"
-  sleep 0.2
-done
+wait_for_gateway "$HTTP_PORT" "$kefu_pid" "$KEFU_HOME/bench/kefu-reads.log"
 
 results="$KEFU_HOME/bench/reads-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 mkdir -p "$(dirname "$results")"

@@ -45,8 +45,7 @@ ensure_broker_installed
 TARGET="${CARGO_TARGET_DIR:-$KEFU_ROOT/target}"
 
 log "building kefu, kefu-bench and the peers (release)"
-# Separately: built together, the two would unify features and rebuild everything.
-(cd "$KEFU_ROOT" && cargo build --locked --release -p kefu-cli --bin kefu && cargo build --locked --release -p kefu-bench)
+build_bench_binaries
 for peer in cqrs-es-bench esrs-bench; do
   cargo build --release --quiet --manifest-path "$ANCHORS/$peer/Cargo.toml" --target-dir "$TARGET/anchors"
 done
@@ -95,11 +94,7 @@ for round in $(seq 1 "$ROUNDS"); do
     KEFU_DB_MAX_CONNECTIONS=$((CONCURRENCY + 8)) RUST_LOG=warn \
     "$TARGET/release/kefu" run >"$KEFU_HOME/bench/kefu-run.log" 2>&1 &
   kefu_pid=$!
-  for _ in $(seq 1 300); do
-    curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null 2>&1 && break
-    kill -0 "$kefu_pid" 2>/dev/null || die "kefu run stopped, see $KEFU_HOME/bench/kefu-run.log"
-    sleep 0.2
-  done
+  wait_for_gateway "$HTTP_PORT" "$kefu_pid" "$KEFU_HOME/bench/kefu-run.log"
   record "$round" "$TARGET/release/kefu-bench" peers-graphql --url "http://127.0.0.1:$HTTP_PORT/graphql" \
     --gateway-pid "$kefu_pid" --gateway "kefu run" --complaints "$COMPLAINTS" --concurrency "$CONCURRENCY" \
     --postgres-pid "$PG_PID"

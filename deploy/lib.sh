@@ -299,3 +299,21 @@ ensure_python_venv() {
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
   cp "$req" "$stamp"
 }
+
+# Release builds of kefu and kefu-bench, for the benchmark scripts. Separately: built
+# together, the two would unify features and rebuild everything.
+build_bench_binaries() {
+  (cd "$KEFU_ROOT" && cargo build --locked --release -p kefu-cli --bin kefu && cargo build --locked --release -p kefu-bench)
+}
+
+# Waits until the gateway on 127.0.0.1:$1 answers /readyz; fails when process $2 stops first
+# (its output is in $3).
+wait_for_gateway() {
+  local port="$1" pid="$2" output="$3"
+  for _ in $(seq 1 300); do
+    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || die "kefu run stopped, see $output"
+    sleep 0.2
+  done
+  die "kefu run did not become ready within 60 s, see $output"
+}

@@ -55,8 +55,8 @@ struct Inner {
     pool: PgPool,
     /// Connections for reads, with the active schemas on their search path.
     reads: PgPool,
-    /// The active generations as last read.
-    active: RwLock<HashMap<String, Generation>>,
+    /// The active generations as last read (shared: every read looks one up).
+    active: RwLock<HashMap<String, Arc<Generation>>>,
     /// Read connections opened before this instant may have an outdated search path.
     epoch: Arc<Mutex<Instant>>,
     /// How far each read model has applied the log, as last heard.
@@ -151,7 +151,7 @@ impl ReadModels {
 
     /// The active generation of `name`, from memory; the database is asked only while none
     /// is known (it may just have been built).
-    pub async fn generation(&self, name: &str) -> Result<Generation, ProjectionError> {
+    pub async fn generation(&self, name: &str) -> Result<Arc<Generation>, ProjectionError> {
         if let Some(g) = self.inner.active.read().unwrap_or_else(|p| p.into_inner()).get(name) {
             return Ok(g.clone());
         }
@@ -211,8 +211,8 @@ impl Inner {
     /// Reads the active generations; when they differ from what was known, read connections
     /// opened so far are retired and positions forgotten.
     async fn refresh_generations(&self) -> Result<(), ProjectionError> {
-        let fresh: HashMap<String, Generation> =
-            registry::all_active(&self.pool).await?.into_iter().map(|g| (g.name.clone(), g)).collect();
+        let fresh: HashMap<String, Arc<Generation>> =
+            registry::all_active(&self.pool).await?.into_iter().map(|g| (g.name.clone(), Arc::new(g))).collect();
         let mut active = self.active.write().unwrap_or_else(|p| p.into_inner());
         let same = active.len() == fresh.len()
             && fresh.iter().all(|(name, g)| active.get(name).is_some_and(|a| a.generation == g.generation));
@@ -223,6 +223,15 @@ impl Inner {
             *active = fresh;
         }
         Ok(())
+    }
+
+    /// A generation was (or may have been) switched: retire every read connection opened so
+    /// far and read the active generations again.
+    async fn switched(&self) {
+        *lock(&self.epoch) = Instant::now();
+        if let Err(e) = self.refresh_generations().await {
+            tracing::debug!(error = %e, "cannot read the active generations");
+        }
     }
 
     /// Records a position heard for `name` (positions only move forward within a generation).
@@ -252,10 +261,7 @@ async fn listen(inner: std::sync::Weak<Inner>) {
                             Ok(Some(n)) => {
                                 let Some(i) = inner.upgrade() else { return };
                                 if n.channel() == SWITCH_CHANNEL {
-                                    *lock(&i.epoch) = Instant::now();
-                                    if let Err(e) = i.refresh_generations().await {
-                                        tracing::debug!(error = %e, "cannot read the active generations");
-                                    }
+                                    i.switched().await;
                                 }
                                 lock(&i.dirty).insert(n.payload().to_string());
                                 i.kick.notify_one();
@@ -278,10 +284,7 @@ async fn listen(inner: std::sync::Weak<Inner>) {
 /// After (re)connecting: anything may have happened while nobody listened.
 async fn catch_up(inner: &std::sync::Weak<Inner>) {
     let Some(i) = inner.upgrade() else { return };
-    *lock(&i.epoch) = Instant::now();
-    if let Err(e) = i.refresh_generations().await {
-        tracing::debug!(error = %e, "cannot read the active generations");
-    }
+    i.switched().await;
     let known: Vec<String> = lock(&i.positions).keys().cloned().collect();
     lock(&i.dirty).extend(known);
     i.kick.notify_one();

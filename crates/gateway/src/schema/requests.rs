@@ -883,18 +883,17 @@ impl RequestQuery {
         let mut tx = read_conn(ctx).await?;
         let (items, more) =
             read::backlog(&mut tx, &filter, order, first, after.as_ref()).await.map_err(errors::projection)?;
-        drop(tx);
         // The totals cost a scan of every matching request: only when asked for.
         let selection = ctx.look_ahead();
         let totals_asked = ["totalCount", "breachedCount", "countsByState", "agingBuckets"]
             .iter()
             .any(|f| selection.field(f).exists());
         let counts = if totals_asked {
-            let mut tx = read_conn(ctx).await?;
             read::backlog_counts(&mut tx, &filter, Utc::now()).await.map_err(errors::projection)?
         } else {
             Default::default()
         };
+        drop(tx);
         let totals = BacklogTotals {
             total_count: counts.total,
             breached_count: counts.breached,

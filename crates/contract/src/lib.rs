@@ -19,6 +19,7 @@ use prost_reflect::{
 };
 
 pub mod catalogue;
+mod read;
 mod wire;
 
 /// The compiled descriptor set of `proto/` (a `google.protobuf.FileDescriptorSet`).
@@ -209,8 +210,22 @@ impl Contract {
         Ok(self.envelope_message(event)?.encode_to_vec())
     }
 
-    /// Decodes a binary `kefu.v1.Envelope`.
+    /// Decodes a binary `kefu.v1.Envelope`, reading the wire format directly ([`read`]; the
+    /// same event as [`Self::decode_dynamic`], which it falls back to whenever it is not sure).
     pub fn decode(&self, bytes: &[u8]) -> Result<RecordedEvent, ContractError> {
+        match read::envelope(self, bytes, true) {
+            Ok(event) => Ok(event),
+            Err(read::Declined) => self.decode_dynamic(bytes),
+        }
+    }
+
+    /// The direct reader alone: `None` where it declines (and [`Self::decode`] falls back).
+    pub fn decode_direct(&self, bytes: &[u8]) -> Option<RecordedEvent> {
+        read::envelope(self, bytes, true).ok()
+    }
+
+    /// Decodes through a `DynamicMessage` (the reference for [`Self::decode`]).
+    pub fn decode_dynamic(&self, bytes: &[u8]) -> Result<RecordedEvent, ContractError> {
         let message = DynamicMessage::decode(self.envelope.clone(), bytes)
             .map_err(|e| ContractError::Malformed(e.to_string()))?;
         self.from_envelope_message(&message)
@@ -240,6 +255,14 @@ impl Contract {
     /// needs to account for an event it does not read (stream, versions, positions, times),
     /// without the cost of the payload.
     pub fn decode_envelope_only(&self, bytes: &[u8]) -> Result<RecordedEvent, ContractError> {
+        match read::envelope(self, bytes, false) {
+            Ok(event) => Ok(event),
+            Err(read::Declined) => self.decode_envelope_only_dynamic(bytes),
+        }
+    }
+
+    /// [`Self::decode_envelope_only`] through a `DynamicMessage` (its reference).
+    pub fn decode_envelope_only_dynamic(&self, bytes: &[u8]) -> Result<RecordedEvent, ContractError> {
         let mut header = Vec::with_capacity(256);
         for field in wire::raw_fields(bytes) {
             let field = field.ok_or_else(|| ContractError::Malformed("the envelope's fields cannot be read".into()))?;

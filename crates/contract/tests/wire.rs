@@ -140,3 +140,103 @@ fn the_types_peeked_and_the_envelope_without_payload_are_those_of_the_full_decod
         assert!(contract.decode_envelope_only(broken).is_err(), "{broken:?}");
     }
 }
+
+#[test]
+fn every_example_event_decodes_directly_to_what_the_dynamic_path_decodes() {
+    let contract = Contract::get();
+    let mut read_directly = 0;
+    for (i, example) in kefu_domain::example_events().into_iter().enumerate() {
+        for payload in [example.payload.clone(), defaults(&example.payload)] {
+            let event = envelope(i, example.event_type, example.stream_type, example.schema_version, payload);
+            let Ok(bytes) = contract.encode(&event) else { continue };
+            let dynamic = contract.decode_dynamic(&bytes).unwrap();
+            let direct = contract.decode_direct(&bytes);
+            assert_eq!(direct.as_ref(), Some(&dynamic), "{} decodes differently", event.event_type);
+            assert_eq!(contract.decode(&bytes).unwrap(), dynamic);
+            assert_eq!(
+                contract.decode_envelope_only(&bytes).unwrap(),
+                contract.decode_envelope_only_dynamic(&bytes).unwrap(),
+                "{} without payload",
+                event.event_type
+            );
+            read_directly += 1;
+        }
+    }
+    assert!(read_directly > 70, "only {read_directly} events were compared");
+}
+
+/// What a sender other than kefu's encoder may put on the wire: fields the contract does not
+/// know, repeated fields unpacked, a payload member given twice or after another member.
+#[test]
+fn unusual_but_valid_encodings_decode_as_the_dynamic_path_decodes_them() {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    let contract = Contract::get();
+    let examples = kefu_domain::example_events();
+    let event_of = |name: &str| {
+        let e = examples.iter().find(|e| e.event_type == name).unwrap();
+        envelope(5, e.event_type, e.stream_type, e.schema_version, e.payload.clone())
+    };
+    let registered = contract.encode(&event_of("CustomerRegistered")).unwrap();
+    let mut unknown = registered.clone();
+    for number in [15u32, 60, 2000] {
+        encode_key(number, WireType::Varint, &mut unknown);
+        encode_varint(7, &mut unknown);
+        encode_key(number + 1, WireType::LengthDelimited, &mut unknown);
+        encode_varint(2, &mut unknown);
+        unknown.extend_from_slice(b"hi");
+    }
+    // The payload member again: proto merges the two messages (here: another name).
+    let member = contract.envelope().get_field_by_name("customer_registered").unwrap();
+    let name = member.kind().as_message().unwrap().get_field_by_name("name").unwrap();
+    let mut payload = Vec::new();
+    encode_key(name.number(), WireType::LengthDelimited, &mut payload);
+    encode_varint("韩梅梅".len() as u64, &mut payload);
+    payload.extend_from_slice("韩梅梅".as_bytes());
+    let mut twice = registered.clone();
+    encode_key(member.number(), WireType::LengthDelimited, &mut twice);
+    encode_varint(payload.len() as u64, &mut twice);
+    twice.extend_from_slice(&payload);
+    // Another member after the right one: the last member is the payload.
+    let mut other = registered.clone();
+    let acknowledged = contract.envelope().get_field_by_name("request_acknowledged").unwrap();
+    encode_key(acknowledged.number(), WireType::LengthDelimited, &mut other);
+    encode_varint(0, &mut other);
+    for (what, bytes) in [("unknown fields", &unknown), ("member twice", &twice), ("another member", &other)] {
+        assert_eq!(contract.decode(bytes), contract.decode_dynamic(bytes), "{what}");
+        assert_eq!(contract.decode_envelope_only(bytes), contract.decode_envelope_only_dynamic(bytes), "{what}");
+    }
+    assert!(contract.decode_direct(&unknown).is_some(), "unknown fields are skipped, not declined");
+    assert!(contract.decode(&other).is_err(), "the payload is not the event type's");
+    assert_eq!(contract.decode(&twice).unwrap().payload["name"], "韩梅梅", "the second message merged");
+}
+
+/// Every truncation and many byte flips of encoded envelopes decode the same both ways: the
+/// same event, or the same error.
+#[test]
+fn damaged_envelopes_decode_as_the_dynamic_path_decodes_them() {
+    let contract = Contract::get();
+    let (mut compared, mut both_ok) = (0, 0);
+    for (i, example) in kefu_domain::example_events().into_iter().enumerate().step_by(6) {
+        let event = envelope(i, example.event_type, example.stream_type, example.schema_version, example.payload);
+        let bytes = contract.encode(&event).unwrap();
+        let mut damaged: Vec<Vec<u8>> = (0..bytes.len()).map(|n| bytes[..n].to_vec()).collect();
+        for at in 0..bytes.len() {
+            for mask in [0x01u8, 0x40, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[at] ^= mask;
+                damaged.push(b);
+            }
+        }
+        for b in &damaged {
+            let dynamic = contract.decode_dynamic(b);
+            assert_eq!(contract.decode(b), dynamic, "{} damaged: {b:?}", example.event_type);
+            if let Some(direct) = contract.decode_direct(b) {
+                assert_eq!(Ok(direct), dynamic, "{} damaged: {b:?}", example.event_type);
+                both_ok += 1;
+            }
+            assert_eq!(contract.decode_envelope_only(b), contract.decode_envelope_only_dynamic(b));
+            compared += 1;
+        }
+    }
+    assert!(compared > 10_000 && both_ok > 1_000, "{compared} compared, {both_ok} read directly");
+}

@@ -115,7 +115,11 @@ impl BusConfig {
             // consumer per read model and automation: 4 MB (thousands of events) keeps a
             // projector busy and the process small.
             .set("queued.max.messages.kbytes", "4096")
-            .set("queued.min.messages", "10000");
+            .set("queued.min.messages", "10000")
+            // With the queue that small it is full whenever a projector is behind, and
+            // librdkafka then waits `fetch.queue.backoff.ms` (default 1 s) before fetching
+            // again: a rebuild stood still for 0.6 s after every ~19,000 events.
+            .set("fetch.queue.backoff.ms", "20");
         c
     }
 

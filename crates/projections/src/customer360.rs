@@ -197,14 +197,14 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
     let rows: Vec<CustomerRow<'_>> =
         changed.iter().filter_map(|id| views.get(id).and_then(Option::as_ref)).map(CustomerRow::of).collect();
     if !rows.is_empty() {
-        sqlx::query(UPSERT_CUSTOMERS).bind(Json(&rows)).execute(&mut *conn).await?;
+        sqlx::query(UPSERT_CUSTOMERS).bind(crate::json_rows(&rows)?).execute(&mut *conn).await?;
     }
     if !interactions.is_empty() {
         sqlx::query(
-            "INSERT INTO interactions SELECT * FROM jsonb_populate_recordset(NULL::interactions, $1) \
+            "INSERT INTO interactions SELECT * FROM json_populate_recordset(NULL::interactions, $1::json) \
              ORDER BY interaction_id",
         )
-        .bind(Json(&interactions))
+        .bind(crate::json_rows(&interactions)?)
         .execute(&mut *conn)
         .await?;
     }
@@ -230,7 +230,7 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
 }
 
 /// Writes every column of the customers in `$1` (a JSON array of [`CustomerRow`]).
-const UPSERT_CUSTOMERS: &str = "INSERT INTO customers SELECT * FROM jsonb_populate_recordset(NULL::customers, $1) \
+const UPSERT_CUSTOMERS: &str = "INSERT INTO customers SELECT * FROM json_populate_recordset(NULL::customers, $1::json) \
     ON CONFLICT (customer_id) DO UPDATE SET kind = EXCLUDED.kind, name = EXCLUDED.name, phone = EXCLUDED.phone, \
     backup_phone = EXCLUDED.backup_phone, email = EXCLUDED.email, department_code = EXCLUDED.department_code, \
     profile = EXCLUDED.profile, industry = EXCLUDED.industry, scale = EXCLUDED.scale, tenure = EXCLUDED.tenure, \
@@ -242,7 +242,7 @@ const UPSERT_CUSTOMERS: &str = "INSERT INTO customers SELECT * FROM jsonb_popula
     resolved_first_contact = EXCLUDED.resolved_first_contact, last_contact_at = EXCLUDED.last_contact_at, \
     last_contact_channel = EXCLUDED.last_contact_channel";
 
-/// A `customers` row, named as its columns (for `jsonb_populate_recordset`).
+/// A `customers` row, named as its columns (for `json_populate_recordset`).
 #[derive(serde::Serialize)]
 struct CustomerRow<'a> {
     customer_id: Uuid,

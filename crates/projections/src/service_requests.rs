@@ -68,7 +68,7 @@ CREATE TABLE requests (
     next_warn_at            timestamptz,
     breached                boolean     NOT NULL DEFAULT false,
     policy_name             text        NOT NULL,
-    state_json              json        NOT NULL,
+    state_json              json        COMPRESSION lz4 NOT NULL,
     filing                  jsonb       NOT NULL,
     resolution              jsonb,
     version                 bigint      NOT NULL,
@@ -367,7 +367,7 @@ fn step_clocks(
     }
 }
 
-/// A `requests` row, named as its columns (for `jsonb_populate_recordset`).
+/// A `requests` row, named as its columns (for `json_populate_recordset`).
 #[derive(serde::Serialize)]
 struct RequestRow<'a> {
     request_id: Uuid,
@@ -494,7 +494,7 @@ pub(crate) fn request_events<'e>(
 }
 
 /// Writes every column of the requests in `$1` (a JSON array of [`RequestRow`]).
-const UPSERT_REQUESTS: &str = "INSERT INTO requests SELECT * FROM jsonb_populate_recordset(NULL::requests, $1) \
+const UPSERT_REQUESTS: &str = "INSERT INTO requests SELECT * FROM json_populate_recordset(NULL::requests, $1::json) \
     ON CONFLICT (request_id) DO UPDATE SET state = EXCLUDED.state, live = EXCLUDED.live, \
     owner_id = EXCLUDED.owner_id, owner_name = EXCLUDED.owner_name, assignee_id = EXCLUDED.assignee_id, \
     assignee_name = EXCLUDED.assignee_name, department = EXCLUDED.department, \
@@ -564,17 +564,17 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
             requests.push(RequestRow::of(*id, v, filed, *at));
         }
     }
-    sqlx::query(UPSERT_REQUESTS).bind(Json(&requests)).execute(&mut *conn).await?;
+    sqlx::query(UPSERT_REQUESTS).bind(crate::json_rows(&requests)?).execute(&mut *conn).await?;
     let changed: Vec<&ClockRow> = touched.iter().filter_map(|k| clocks.get(k)).collect();
     if !changed.is_empty() {
         sqlx::query(
-            "INSERT INTO request_clocks SELECT * FROM jsonb_populate_recordset(NULL::request_clocks, $1) \
+            "INSERT INTO request_clocks SELECT * FROM json_populate_recordset(NULL::request_clocks, $1::json) \
              ON CONFLICT (request_id, metric, cycle) DO UPDATE SET due_at = EXCLUDED.due_at, \
                warn_at = EXCLUDED.warn_at, met_at = EXCLUDED.met_at, warned = EXCLUDED.warned, \
                breached = EXCLUDED.breached, cancelled = EXCLUDED.cancelled, outcome = EXCLUDED.outcome, \
                decided_at = EXCLUDED.decided_at, agent_id = EXCLUDED.agent_id, department = EXCLUDED.department",
         )
-        .bind(Json(&changed))
+        .bind(crate::json_rows(&changed)?)
         .execute(&mut *conn)
         .await?;
     }

@@ -12,7 +12,9 @@ pub struct TableDigest {
     pub table: String,
     /// Rows.
     pub rows: i64,
-    /// md5 over the rows' JSON text in sorted order.
+    /// md5 over the sorted md5s of the rows' text (a row's text, not `to_jsonb`: that took
+    /// three times as long on a table of folded aggregates; both generations are digested in
+    /// the same session, so their texts agree wherever their values do).
     pub digest: String,
 }
 
@@ -34,8 +36,8 @@ async fn digests_on(
     let mut out = Vec::new();
     for table in projection.tables().iter().copied().chain(["_stream_versions"]) {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT count(*) AS n, coalesce(md5(string_agg(x, '|' ORDER BY x)), '') AS digest \
-             FROM (SELECT to_jsonb(t)::text AS x FROM {}.{table} t) rows",
+            "SELECT count(*) AS n, coalesce(md5(string_agg(x, '' ORDER BY x)), '') AS digest \
+             FROM (SELECT md5(t::text) AS x FROM {}.{table} t) rows",
             generation.schema
         )))
         .fetch_one(&mut *conn)

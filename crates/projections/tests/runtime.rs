@@ -66,6 +66,7 @@ fn projection() -> Arc<dyn Projection> {
 fn options() -> RunnerOptions {
     RunnerOptions {
         max_batch: 7, // small batches: many transactions, many checkpoints
+        rebuild_batch: 7,
         ..RunnerOptions::default()
     }
 }

@@ -28,6 +28,9 @@
 //! And the reads of agent desktops ([`reads`]): `kefu-bench reads --url … --database-url …`,
 //! the customer 360 and the complaint backlog through GraphQL and in plain SQL, at 1, 50 and
 //! 200 clients.
+//!
+//! And rebuilds ([`rebuild`]): `kefu-bench rebuild --complaints N [--database NAME]`, every
+//! read model rebuilt from a log of the peers' workload — events/s, CPU, peak memory.
 
 #![allow(clippy::print_stdout)]
 
@@ -59,6 +62,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod peers;
 mod reads;
+mod rebuild;
 mod usage;
 
 pub(crate) use usage::Usage;
@@ -106,6 +110,8 @@ enum Scenario {
     Import,
     /// The customer 360 and the complaint backlog through GraphQL and in plain SQL.
     Reads(reads::ReadsArgs),
+    /// Every read model rebuilt from a long log (the peers' workload, kept with `--database`).
+    Rebuild(rebuild::RebuildArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -151,7 +157,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn report(scenario: &str, items: u64, unit: &str, elapsed: Duration, extra: serde_json::Value) {
+pub(crate) fn report(scenario: &str, items: u64, unit: &str, elapsed: Duration, extra: serde_json::Value) {
     let rate = items as f64 / elapsed.as_secs_f64();
     println!("{scenario:<8} {items:>8} {unit:<8} in {:>7.2} s  = {rate:>9.0} {unit}/s  {extra}", elapsed.as_secs_f64());
     let mut line = serde_json::json!({"scenario": scenario, "items": items, "unit": unit,
@@ -170,6 +176,7 @@ async fn main() -> Result<()> {
         Some(Scenario::PeersGraphql(g)) => return peers_graphql(g).await,
         Some(Scenario::Import) => return import(&args).await,
         Some(Scenario::Reads(r)) => return reads::reads(r).await,
+        Some(Scenario::Rebuild(r)) => return rebuild::rebuild(r).await,
         None => {}
     }
     let db = kefu_testkit::fresh_database().await?;

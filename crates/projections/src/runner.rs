@@ -37,10 +37,11 @@ use crate::{
 /// Runner tuning.
 #[derive(Debug, Clone)]
 pub struct RunnerOptions {
-    /// Most records per transaction.
+    /// Most records per transaction. Live, a batch holds what has arrived; 2,000 instead of
+    /// 500 measured no faster and `kefu run` peaked 50–80 MB higher under load.
     pub max_batch: usize,
-    /// Most records per transaction while a rebuild catches up (more than live, where a batch
-    /// holds what has arrived; 20,000 measured slower than 5,000 and took twice the memory).
+    /// Most records per transaction while a rebuild catches up (20,000 measured slower than
+    /// 5,000 and took twice the memory).
     pub rebuild_batch: usize,
     /// How long one poll waits for a first record.
     pub poll_timeout: Duration,
@@ -53,7 +54,7 @@ pub struct RunnerOptions {
 impl Default for RunnerOptions {
     fn default() -> Self {
         RunnerOptions {
-            max_batch: 2_000,
+            max_batch: 500,
             rebuild_batch: 5_000,
             poll_timeout: Duration::from_millis(100),
             registry_check: Duration::from_millis(500),

@@ -236,10 +236,13 @@ impl Contract {
     pub fn peek_types<'a>(&self, bytes: &'a [u8]) -> Result<(&'a str, &'a str), ContractError> {
         let malformed = || ContractError::Malformed("the envelope's fields cannot be read".into());
         let (mut event_type, mut stream_type) = (None, None);
-        for field in wire::raw_fields(bytes) {
-            let field = field.ok_or_else(malformed)?;
-            let text = || field.contents.and_then(|c| std::str::from_utf8(c).ok()).ok_or_else(malformed);
-            match field.number {
+        for field in read::fields(bytes) {
+            let (number, wire, _) = field.map_err(|_| malformed())?;
+            let text = || match wire {
+                read::Wire::Bytes(c) => std::str::from_utf8(c).map_err(|_| malformed()),
+                _ => Err(malformed()),
+            };
+            match number {
                 ENVELOPE_EVENT_TYPE => event_type = Some(text()?),
                 ENVELOPE_STREAM_TYPE => stream_type = Some(text()?),
                 _ => {}
@@ -264,10 +267,11 @@ impl Contract {
     /// [`Self::decode_envelope_only`] through a `DynamicMessage` (its reference).
     pub fn decode_envelope_only_dynamic(&self, bytes: &[u8]) -> Result<RecordedEvent, ContractError> {
         let mut header = Vec::with_capacity(256);
-        for field in wire::raw_fields(bytes) {
-            let field = field.ok_or_else(|| ContractError::Malformed("the envelope's fields cannot be read".into()))?;
-            if field.number < FIRST_PAYLOAD_FIELD {
-                header.extend_from_slice(field.whole);
+        for field in read::fields(bytes) {
+            let (number, _, whole) =
+                field.map_err(|_| ContractError::Malformed("the envelope's fields cannot be read".into()))?;
+            if number < FIRST_PAYLOAD_FIELD {
+                header.extend_from_slice(whole);
             }
         }
         let message = DynamicMessage::decode(self.envelope.clone(), &header[..])

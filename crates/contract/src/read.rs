@@ -36,7 +36,7 @@ const MAX_SECONDS: i64 = 253_402_300_799;
 
 /// One field's value as it is on the wire (fixed-width values are skipped: `proto/` has none).
 #[derive(Clone, Copy)]
-enum Wire<'a> {
+pub(crate) enum Wire<'a> {
     Varint(u64),
     Fixed64,
     Bytes(&'a [u8]),
@@ -65,15 +65,16 @@ fn skip(bytes: &[u8], at: &mut usize, n: usize) -> Read<()> {
     Ok(())
 }
 
-/// The fields of an encoded message, in order: `(number, value)`. Groups and field number 0
-/// are declined, as anything that is not well formed.
-fn fields(bytes: &[u8]) -> impl Iterator<Item = Read<(u32, Wire<'_>)>> + '_ {
+/// The fields of an encoded message, in order: `(number, value, the field's bytes with its
+/// tag)`. Groups and field number 0 are declined, as anything that is not well formed.
+pub(crate) fn fields(bytes: &[u8]) -> impl Iterator<Item = Read<(u32, Wire<'_>, &[u8])>> + '_ {
     let mut at = 0usize;
     let mut broken = false;
     std::iter::from_fn(move || {
         if broken || at >= bytes.len() {
             return None;
         }
+        let start = at;
         let field = (|| {
             let key = varint(bytes, &mut at)?;
             let key = u32::try_from(key).map_err(|_| Declined)?;
@@ -94,7 +95,7 @@ fn fields(bytes: &[u8]) -> impl Iterator<Item = Read<(u32, Wire<'_>)>> + '_ {
                 5 => skip(bytes, &mut at, 4).map(|()| Wire::Fixed32)?,
                 _ => return Err(Declined),
             };
-            Ok((number, wire))
+            Ok((number, wire, &bytes[start..at]))
         })();
         broken = field.is_err();
         Some(field)
@@ -164,7 +165,8 @@ fn default(kind: &Kind) -> Read<Value> {
 fn timestamp_parts(bytes: &[u8]) -> Read<(i64, u32)> {
     let (mut seconds, mut nanos) = (0i64, 0i32);
     for field in fields(bytes) {
-        match field? {
+        let (number, wire, _) = field?;
+        match (number, wire) {
             (1, Wire::Varint(v)) => seconds = v as i64,
             (2, Wire::Varint(v)) => nanos = v as i32,
             (1 | 2, _) => return Err(Declined),
@@ -196,7 +198,7 @@ pub(crate) fn message(desc: &MessageDescriptor, bytes: &[u8], depth: u32) -> Rea
     }
     let mut set: BTreeMap<u32, Value> = BTreeMap::new();
     for field in fields(bytes) {
-        let (number, wire) = field?;
+        let (number, wire, _) = field?;
         // Unknown fields are skipped, as the printer skips them.
         let Some(field) = desc.get_field(number) else { continue };
         if field.is_map() {
@@ -275,7 +277,7 @@ pub(crate) fn envelope(contract: &Contract, bytes: &[u8], with_payload: bool) ->
     let (mut occurred_at, mut recorded_at, mut actor) = (None, None, None);
     let mut payload: Option<(u32, &[u8])> = None;
     for field in fields(bytes) {
-        let (n, wire) = field?;
+        let (n, wire, _) = field?;
         match n {
             1 => event_id = text(wire)?,
             2 => event_type = text(wire)?,

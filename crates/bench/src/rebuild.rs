@@ -42,6 +42,10 @@ pub struct RebuildArgs {
     /// Most records per transaction while rebuilding.
     #[arg(long, default_value_t = RunnerOptions::default().rebuild_batch)]
     batch: usize,
+    /// How far a rebuild folding the log in memory may grow the process (MiB); 0 rebuilds
+    /// batch by batch, as read models without an in-memory fold do.
+    #[arg(long, default_value_t = runner::DEFAULT_REBUILD_MEMORY_MB)]
+    memory_mb: usize,
     /// PostgreSQL's postmaster, to report its CPU time.
     #[arg(long)]
     postgres_pid: Option<u32>,
@@ -106,7 +110,8 @@ pub async fn rebuild(args: &RebuildArgs) -> Result<()> {
     let published = relay.publish_pending().await?;
     report("relay", published as u64, "events", started.elapsed(), json!({}));
 
-    let options = RunnerOptions { rebuild_batch: args.batch, ..RunnerOptions::default() };
+    let options =
+        RunnerOptions { rebuild_batch: args.batch, rebuild_memory: args.memory_mb << 20, ..RunnerOptions::default() };
     let watch = usage::Watch { postgres: args.postgres_pid, gateway: None };
     for projection in kefu_projections::all() {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == projection.name()) {
@@ -116,8 +121,9 @@ pub async fn rebuild(args: &RebuildArgs) -> Result<()> {
         let mark = watch.mark();
         let r = runner::rebuild(&pool, &bus, projection.clone(), &options, SwitchPolicy::Always, |_| {}).await?;
         let used = watch.since(mark);
-        // The figure is the time to catch up (group join included); comparing with the
-        // generation it replaces and switching come after and are reported beside it.
+        // The figure is the time to catch up (a consumer group's join included where the log
+        // is applied batch by batch); comparing with the generation it replaces and switching
+        // come after and are reported beside it.
         report(
             &format!("rebuild-{}", projection.name()),
             r.records as u64,
@@ -125,7 +131,9 @@ pub async fn rebuild(args: &RebuildArgs) -> Result<()> {
             r.caught_up_after,
             json!({"generation": r.generation.generation, "batch": args.batch, "cpu_s": used.cpu_s,
                 "postgres_cpu_s": used.postgres_cpu_s, "peak_rss_mb": used.peak_rss_mb,
-                "with_compare_and_switch_s": r.elapsed.as_secs_f64(), "includes": "consumer group join"}),
+                "with_compare_and_switch_s": r.elapsed.as_secs_f64(), "memory_mb": args.memory_mb,
+                "in_memory_records": r.in_memory.map(|o| o.records),
+                "budget_reached": r.in_memory.map(|o| o.budget_reached)}),
         );
         kefu_projections::registry::drop_retired(&pool, projection.name(), 0).await?;
     }

@@ -23,7 +23,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kefu_bus::relay::{Relay, RelayOptions};
 use kefu_gateway::{Gateway, GatewayConfig};
-use kefu_projections::runner::{ProjectionRunner, RunnerOptions};
+use kefu_projections::runner::ProjectionRunner;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
@@ -33,7 +33,7 @@ pub mod import;
 mod progress;
 pub mod settings;
 
-use settings::{DatabaseArgs, HttpArgs, KafkaArgs, RelayArgs};
+use settings::{DatabaseArgs, HttpArgs, KafkaArgs, ProjectorArgs, RelayArgs};
 
 /// kefu — an event-sourced customer-service backend.
 #[derive(Parser, Debug)]
@@ -68,6 +68,8 @@ pub enum Command {
         #[command(flatten)]
         relay: RelayArgs,
         #[command(flatten)]
+        projector: ProjectorArgs,
+        #[command(flatten)]
         http: HttpArgs,
     },
     /// The GraphQL gateway.
@@ -101,6 +103,8 @@ pub enum Command {
         db: DatabaseArgs,
         #[command(flatten)]
         kafka: KafkaArgs,
+        #[command(flatten)]
+        projector: ProjectorArgs,
         /// Only these projections.
         #[arg(long = "projection")]
         only: Vec<String>,
@@ -163,6 +167,8 @@ pub enum ProjectionsCommand {
         db: DatabaseArgs,
         #[command(flatten)]
         kafka: KafkaArgs,
+        #[command(flatten)]
+        projector: ProjectorArgs,
         /// The projection, e.g. customer360.
         name: String,
         /// Keep the current generation serving unless the new one is identical to it.
@@ -326,14 +332,14 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             relay.run(shutdown_signal()).await?;
             Ok(())
         }
-        Command::Project { db, kafka, only } => {
+        Command::Project { db, kafka, projector, only } => {
             let pool = database(&db).await?;
             let bus = kafka.bus()?;
             let (tx, rx) = watch::channel(false);
             let stop = Stop(rx);
             let mut tasks = Vec::new();
             for p in projections(&pool, &only)? {
-                let runner = ProjectionRunner::new(pool.clone(), bus.clone(), p, RunnerOptions::default());
+                let runner = ProjectionRunner::new(pool.clone(), bus.clone(), p, projector.options());
                 tasks.push(tokio::spawn(runner.run(stop.wait())));
             }
             shutdown_signal().await;
@@ -348,7 +354,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             scheduler(pool.clone(), command_service(&pool)).run(shutdown_signal()).await?;
             Ok(())
         }
-        Command::Run { db, kafka, relay, http } => run_all(db, kafka, relay, http).await,
+        Command::Run { db, kafka, relay, projector, http } => run_all(db, kafka, relay, projector, http).await,
         Command::Projections { command } => projections_command(command).await,
         Command::Import { command } => import::run(command).await,
         Command::Events { command } => events::run(command).await,
@@ -372,7 +378,13 @@ fn announce(gateway: &Gateway) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_all(db: DatabaseArgs, kafka: KafkaArgs, relay: RelayArgs, http: HttpArgs) -> anyhow::Result<()> {
+async fn run_all(
+    db: DatabaseArgs,
+    kafka: KafkaArgs,
+    relay: RelayArgs,
+    projector: ProjectorArgs,
+    http: HttpArgs,
+) -> anyhow::Result<()> {
     type Task = tokio::task::JoinHandle<anyhow::Result<()>>;
     let pool = database(&db).await?;
     let bus = kafka.bus()?;
@@ -393,7 +405,7 @@ async fn run_all(db: DatabaseArgs, kafka: KafkaArgs, relay: RelayArgs, http: Htt
     tasks.push(("relay".into(), tokio::spawn(async move { relay.run(until).await.map_err(Into::into) })));
     for p in everything(&commands) {
         let name = format!("projector {}", p.name());
-        let runner = ProjectionRunner::new(pool.clone(), bus.clone(), p, RunnerOptions::default());
+        let runner = ProjectionRunner::new(pool.clone(), bus.clone(), p, projector.options());
         let until = stop.wait();
         tasks.push((name, tokio::spawn(async move { runner.run(until).await.map_err(Into::into) })));
     }
@@ -474,7 +486,7 @@ async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> 
             }
             Ok(())
         }
-        ProjectionsCommand::Rebuild { db, kafka, name, require_identical } => {
+        ProjectionsCommand::Rebuild { db, kafka, projector, name, require_identical } => {
             use kefu_projections::{runner::SwitchPolicy, verify::Comparison};
             let pool = database(&db).await?;
             let bus = kafka.bus()?;
@@ -482,7 +494,7 @@ async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> 
             let policy = if require_identical { SwitchPolicy::IfIdentical } else { SwitchPolicy::Always };
             let mut progress = progress::Progress::new("rebuild", "records", None);
             let report =
-                kefu_projections::runner::rebuild(&pool, &bus, projection, &RunnerOptions::default(), policy, |p| {
+                kefu_projections::runner::rebuild(&pool, &bus, projection, &projector.options(), policy, |p| {
                     progress.set_total(p.records_published.max(0) as u64);
                     progress.update(p.records_consumed.max(0) as u64);
                 })

@@ -135,6 +135,23 @@ pub struct RelayArgs {
     pub relay_batch: i64,
 }
 
+/// Projector settings.
+#[derive(Args, Debug, Clone)]
+pub struct ProjectorArgs {
+    /// How far a rebuild that folds the log in memory may grow the process (MiB) before it
+    /// writes what it has and applies the rest of the log batch by batch; 0 rebuilds batch by
+    /// batch from the start.
+    #[arg(long, env = "KEFU_REBUILD_MEMORY_MB", default_value_t = kefu_projections::runner::DEFAULT_REBUILD_MEMORY_MB)]
+    pub rebuild_memory_mb: usize,
+}
+
+impl ProjectorArgs {
+    /// The runner's options.
+    pub fn options(&self) -> kefu_projections::runner::RunnerOptions {
+        kefu_projections::runner::RunnerOptions { rebuild_memory: self.rebuild_memory_mb << 20, ..Default::default() }
+    }
+}
+
 /// How callers authenticate.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {

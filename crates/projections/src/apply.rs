@@ -56,6 +56,18 @@ struct Decoded<'r> {
     read: bool,
 }
 
+/// Decodes a record for a projection: the whole event when the projection reads its type
+/// (true), else only its envelope (false: the event only moves its stream's version).
+pub(crate) fn decode(projection: &dyn Projection, record: &Record) -> (Result<RecordedEvent, String>, bool) {
+    let contract = Contract::get();
+    let read = match contract.peek_types(&record.payload) {
+        Ok((event_type, stream_type)) => projection.reads(stream_type, event_type),
+        Err(_) => true, // the full decode says what is wrong
+    };
+    let event = if read { contract.decode(&record.payload) } else { contract.decode_envelope_only(&record.payload) };
+    (event.map_err(|e| e.to_string()), read)
+}
+
 /// Applies a batch. Retries with per-event isolation when an event fails; returns
 /// `Unavailable` (nothing committed) when the database is unreachable.
 pub async fn apply_batch(
@@ -67,17 +79,11 @@ pub async fn apply_batch(
     if records.is_empty() {
         return Ok(BatchOutcome::default());
     }
-    let contract = Contract::get();
     let decoded: Vec<Decoded<'_>> = records
         .iter()
         .map(|record| {
-            let read = match contract.peek_types(&record.payload) {
-                Ok((event_type, stream_type)) => projection.reads(stream_type, event_type),
-                Err(_) => true, // the full decode says what is wrong
-            };
-            let event =
-                if read { contract.decode(&record.payload) } else { contract.decode_envelope_only(&record.payload) };
-            Decoded { record, event: event.map_err(|e| e.to_string()), read }
+            let (event, read) = decode(projection, record);
+            Decoded { record, event, read }
         })
         .collect();
     match apply_in_transaction(pool, projection, generation, &decoded, false).await {
@@ -275,50 +281,73 @@ async fn store_checkpoints(
     generation: &Generation,
     decoded: &[Decoded<'_>],
 ) -> Result<(), ProjectionError> {
-    struct Mark {
-        next_offset: i64,
-        last_position: i64,
-        last_recorded_at: Option<DateTime<Utc>>,
-        count: i64,
-    }
-    let mut marks: BTreeMap<i32, Mark> = BTreeMap::new();
+    let mut marks = Marks::default();
     for d in decoded {
-        let m = marks.entry(d.record.partition).or_insert(Mark {
+        marks.note(d.record, d.event.as_ref().ok());
+    }
+    marks.store(conn, generation).await
+}
+
+/// How far a run of records reaches in each partition: what the checkpoints store.
+#[derive(Debug, Default)]
+pub(crate) struct Marks(BTreeMap<i32, Mark>);
+
+#[derive(Debug)]
+struct Mark {
+    next_offset: i64,
+    last_position: i64,
+    last_recorded_at: Option<DateTime<Utc>>,
+    count: i64,
+}
+
+impl Marks {
+    /// Counts a consumed record (and its event, when it decoded).
+    pub(crate) fn note(&mut self, record: &Record, event: Option<&RecordedEvent>) {
+        let m = self.0.entry(record.partition).or_insert(Mark {
             next_offset: 0,
             last_position: 0,
             last_recorded_at: None,
             count: 0,
         });
-        m.next_offset = m.next_offset.max(d.record.offset + 1);
+        m.next_offset = m.next_offset.max(record.offset + 1);
         m.count += 1;
-        if let Ok(e) = &d.event {
+        if let Some(e) = event {
             m.last_position = m.last_position.max(e.global_position);
             m.last_recorded_at = m.last_recorded_at.max(Some(e.recorded_at));
         }
     }
-    for (partition, m) in marks {
-        sqlx::query(
-            "INSERT INTO projections.checkpoints (name, generation, topic, partition, next_offset, last_position, \
-               last_recorded_at, records_consumed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (name, generation, topic, partition) DO UPDATE SET \
-               next_offset = GREATEST(projections.checkpoints.next_offset, EXCLUDED.next_offset), \
-               last_position = GREATEST(projections.checkpoints.last_position, EXCLUDED.last_position), \
-               last_recorded_at = GREATEST(projections.checkpoints.last_recorded_at, EXCLUDED.last_recorded_at), \
-               records_consumed = projections.checkpoints.records_consumed + EXCLUDED.records_consumed, \
-               updated_at = clock_timestamp()",
-        )
-        .bind(&generation.name)
-        .bind(generation.generation)
-        .bind(&generation.topic)
-        .bind(partition)
-        .bind(m.next_offset)
-        .bind(m.last_position)
-        .bind(m.last_recorded_at)
-        .bind(m.count)
-        .execute(&mut *conn)
-        .await?;
+
+    /// The last event's recording time.
+    pub(crate) fn last_recorded_at(&self) -> Option<DateTime<Utc>> {
+        self.0.values().filter_map(|m| m.last_recorded_at).max()
     }
-    Ok(())
+
+    /// Adds the run to the generation's checkpoints.
+    pub(crate) async fn store(&self, conn: &mut PgConnection, generation: &Generation) -> Result<(), ProjectionError> {
+        for (partition, m) in &self.0 {
+            sqlx::query(
+                "INSERT INTO projections.checkpoints (name, generation, topic, partition, next_offset, last_position, \
+                   last_recorded_at, records_consumed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (name, generation, topic, partition) DO UPDATE SET \
+                   next_offset = GREATEST(projections.checkpoints.next_offset, EXCLUDED.next_offset), \
+                   last_position = GREATEST(projections.checkpoints.last_position, EXCLUDED.last_position), \
+                   last_recorded_at = GREATEST(projections.checkpoints.last_recorded_at, EXCLUDED.last_recorded_at), \
+                   records_consumed = projections.checkpoints.records_consumed + EXCLUDED.records_consumed, \
+                   updated_at = clock_timestamp()",
+            )
+            .bind(&generation.name)
+            .bind(generation.generation)
+            .bind(&generation.topic)
+            .bind(partition)
+            .bind(m.next_offset)
+            .bind(m.last_position)
+            .bind(m.last_recorded_at)
+            .bind(m.count)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 /// The stored next offset of each partition of a generation.

@@ -14,7 +14,11 @@ use serde_json::json;
 use sqlx::{PgConnection, Row, postgres::PgRow, types::Json};
 use uuid::Uuid;
 
-use crate::{Projection, ProjectionError};
+use crate::{
+    Projection, ProjectionError,
+    bulk::BulkFold,
+    copy::{AsJson, CopyRows},
+};
 
 /// The projection.
 #[derive(Debug, Clone, Copy, Default)]
@@ -119,6 +123,14 @@ impl Projection for Customer360 {
         events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(apply_many(conn, events))
+    }
+
+    fn bulk(&self) -> Option<Box<dyn BulkFold>> {
+        Some(Box::new(BulkCustomers {
+            views: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            interactions: CopyRows::new("interactions"),
+        }))
     }
 }
 
@@ -229,6 +241,69 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
     Ok(())
 }
 
+/// A rebuild's fold: every customer in memory and the channel counts; the interactions are
+/// streamed out as they come (they never change), the customers and counts written at the end.
+struct BulkCustomers {
+    views: BTreeMap<Uuid, Option<CustomerView>>,
+    counts: BTreeMap<(Uuid, &'static str), i32>,
+    interactions: CopyRows,
+}
+
+impl BulkFold for BulkCustomers {
+    fn fold(&mut self, e: &RecordedEvent) -> Result<(), ProjectionError> {
+        match decode(e)? {
+            Decoded::Customer(event) => fold_customer(self.views.entry(e.stream_id).or_default(), e, &event),
+            Decoded::Interaction(i) => {
+                // As a batch does it: the interaction and its count even for a customer not
+                // known (yet), the customer's figures only when it is.
+                self.interactions
+                    .push(&InteractionRow { view: interaction_view(e, &i), global_position: e.global_position })?;
+                *self.counts.entry((i.customer_id, i.channel.as_str())).or_default() += 1;
+                if let Some(view) = self.views.get_mut(&i.customer_id).and_then(Option::as_mut) {
+                    fold_interaction(view, e, &i);
+                }
+                Ok(())
+            }
+            Decoded::Other => Ok(()),
+        }
+    }
+
+    fn write<'a>(&'a mut self, conn: &'a mut PgConnection, last: bool) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            self.interactions.send(conn).await?;
+            if !last {
+                return Ok(());
+            }
+            let mut customers = CopyRows::new("customers");
+            let ids: Vec<Uuid> = self.views.keys().copied().collect();
+            for chunk in ids.chunks(10_000) {
+                let rows: Vec<CustomerRow<'_>> =
+                    chunk.iter().filter_map(|id| self.views[id].as_ref()).map(CustomerRow::of).collect();
+                customers.push_all(conn, &rows).await?;
+            }
+            customers.send(conn).await?;
+            #[derive(serde::Serialize)]
+            struct CountRow {
+                customer_id: Uuid,
+                channel: &'static str,
+                contacts: i32,
+            }
+            let counts: Vec<CountRow> = self
+                .counts
+                .iter()
+                .map(|((customer_id, channel), contacts)| CountRow {
+                    customer_id: *customer_id,
+                    channel,
+                    contacts: *contacts,
+                })
+                .collect();
+            let mut rows = CopyRows::new("channel_counts");
+            rows.push_all(conn, &counts).await?;
+            rows.send(conn).await
+        })
+    }
+}
+
 /// Writes every column of the customers in `$1` (a JSON array of [`CustomerRow`]).
 const UPSERT_CUSTOMERS: &str = "INSERT INTO customers SELECT * FROM json_populate_recordset(NULL::customers, $1::json) \
     ON CONFLICT (customer_id) DO UPDATE SET kind = EXCLUDED.kind, name = EXCLUDED.name, phone = EXCLUDED.phone, \
@@ -252,7 +327,7 @@ struct CustomerRow<'a> {
     backup_phone: Option<&'a str>,
     email: Option<&'a str>,
     department_code: Option<&'a str>,
-    profile: &'a CustomerRegistered,
+    profile: AsJson<&'a CustomerRegistered>,
     industry: &'a Option<String>,
     scale: &'a Option<String>,
     tenure: &'a Option<String>,
@@ -262,7 +337,7 @@ struct CustomerRow<'a> {
     grade: &'a Option<String>,
     account_manager_id: &'a Option<String>,
     account_manager_name: &'a Option<String>,
-    consents: &'a serde_json::Value,
+    consents: AsJson<&'a serde_json::Value>,
     registered_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     version: i64,
@@ -284,7 +359,7 @@ impl<'a> CustomerRow<'a> {
             backup_phone: p.contacts.backup_phone.as_ref().map(|x| x.as_str()),
             email: p.contacts.email.as_ref().map(|x| x.as_str()),
             department_code: p.department_code.as_ref().map(|x| x.as_str()),
-            profile: p,
+            profile: AsJson(p),
             industry: &v.industry,
             scale: &v.scale,
             tenure: &v.tenure,
@@ -294,7 +369,7 @@ impl<'a> CustomerRow<'a> {
             grade: &v.grade,
             account_manager_id: &v.account_manager_id,
             account_manager_name: &v.account_manager_name,
-            consents: &v.consents,
+            consents: AsJson(&v.consents),
             registered_at: v.registered_at,
             updated_at: v.updated_at,
             version: v.version,

@@ -25,6 +25,8 @@ use sqlx::PgConnection;
 
 pub mod apply;
 pub mod as_of;
+pub mod bulk;
+mod copy;
 pub mod customer360;
 pub mod progress;
 pub mod reads;
@@ -124,6 +126,12 @@ pub trait Projection: Send + Sync + 'static {
             }
             Ok(())
         })
+    }
+
+    /// The read model's fold of a whole log in memory, which rebuilds use to write a new
+    /// generation once ([`bulk`]); `None` (the default) rebuilds batch by batch.
+    fn bulk(&self) -> Option<Box<dyn bulk::BulkFold>> {
+        None
     }
 }
 

@@ -16,7 +16,11 @@ use serde_json::{Map, Value, json};
 use sqlx::{PgConnection, Row, types::Json};
 use uuid::Uuid;
 
-use crate::{Projection, ProjectionError};
+use crate::{
+    Projection, ProjectionError,
+    bulk::BulkFold,
+    copy::{AsJson, CopyRows},
+};
 
 /// The projection.
 #[derive(Debug, Clone, Copy, Default)]
@@ -86,6 +90,10 @@ impl Projection for RequestAudit {
         events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(apply_many(conn, events))
+    }
+
+    fn bulk(&self) -> Option<Box<dyn BulkFold>> {
+        Some(Box::new(BulkAudit { folded: BTreeMap::new(), history: CopyRows::new("history") }))
     }
 }
 
@@ -231,15 +239,15 @@ struct HistoryRow<'a> {
     event_type: &'a str,
     occurred_at: DateTime<Utc>,
     recorded_at: DateTime<Utc>,
-    actor: &'a Actor,
+    actor: AsJson<&'a Actor>,
     correlation_id: Uuid,
     causation_id: Uuid,
     command_id: Uuid,
     summary: String,
     reason: Option<String>,
-    changes: Value,
+    changes: AsJson<Value>,
     related_request_id: Option<Uuid>,
-    payload: &'a Value,
+    payload: AsJson<&'a Value>,
 }
 
 /// Applies a run of events: the folded requests it touches are read in one query, each event
@@ -260,48 +268,13 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
     {
         folded.insert(row.try_get("request_id")?, row.try_get::<Json<ServiceRequest>, _>("state_json")?.0);
     }
-    let mut rows = Vec::with_capacity(decoded.len());
-    for (e, event) in &decoded {
-        let state = folded.entry(e.stream_id).or_default();
-        let before = watched(state);
-        state.apply(event);
-        let mut changes = Map::new();
-        for ((field, old), (_, new)) in before.into_iter().zip(watched(state)) {
-            if old != new {
-                changes.insert(field.to_string(), json!({"from": old, "to": new}));
-            }
-        }
-        let (summary, reason) = describe(event);
-        rows.push(HistoryRow {
-            request_id: e.stream_id,
-            stream_version: e.stream_version,
-            global_position: e.global_position,
-            event_id: e.event_id,
-            event_type: &e.event_type,
-            occurred_at: e.occurred_at,
-            recorded_at: e.recorded_at,
-            actor: &e.actor,
-            correlation_id: e.correlation_id,
-            causation_id: e.causation_id,
-            command_id: e.command_id,
-            summary,
-            reason,
-            changes: Value::Object(changes),
-            related_request_id: related(event),
-            payload: &e.payload,
-        });
-    }
+    let rows: Vec<HistoryRow<'_>> = decoded.iter().map(|(e, event)| entry(&mut folded, e, event)).collect();
     sqlx::query("INSERT INTO history SELECT * FROM json_populate_recordset(NULL::history, $1::json)")
         .bind(crate::json_rows(&rows)?)
         .execute(&mut *conn)
         .await?;
-    #[derive(serde::Serialize)]
-    struct FoldedRow<'a> {
-        request_id: Uuid,
-        state_json: &'a ServiceRequest,
-    }
     let states: Vec<FoldedRow<'_>> =
-        ids.iter().map(|id| FoldedRow { request_id: *id, state_json: &folded[id] }).collect();
+        ids.iter().map(|id| FoldedRow { request_id: *id, state_json: AsJson(&folded[id]) }).collect();
     sqlx::query(
         "INSERT INTO folded SELECT * FROM json_populate_recordset(NULL::folded, $1::json) \
          ON CONFLICT (request_id) DO UPDATE SET state_json = EXCLUDED.state_json",
@@ -310,6 +283,79 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// One event onto its request's fold: its trail entry, with what it changed.
+fn entry<'e>(folded: &mut BTreeMap<Uuid, ServiceRequest>, e: &'e RecordedEvent, event: &E) -> HistoryRow<'e> {
+    let state = folded.entry(e.stream_id).or_default();
+    let before = watched(state);
+    state.apply(event);
+    let mut changes = Map::new();
+    for ((field, old), (_, new)) in before.into_iter().zip(watched(state)) {
+        if old != new {
+            changes.insert(field.to_string(), json!({"from": old, "to": new}));
+        }
+    }
+    let (summary, reason) = describe(event);
+    HistoryRow {
+        request_id: e.stream_id,
+        stream_version: e.stream_version,
+        global_position: e.global_position,
+        event_id: e.event_id,
+        event_type: &e.event_type,
+        occurred_at: e.occurred_at,
+        recorded_at: e.recorded_at,
+        actor: AsJson(&e.actor),
+        correlation_id: e.correlation_id,
+        causation_id: e.causation_id,
+        command_id: e.command_id,
+        summary,
+        reason,
+        changes: AsJson(Value::Object(changes)),
+        related_request_id: related(event),
+        payload: AsJson(&e.payload),
+    }
+}
+
+/// A `folded` row.
+#[derive(serde::Serialize)]
+struct FoldedRow<'a> {
+    request_id: Uuid,
+    state_json: AsJson<&'a ServiceRequest>,
+}
+
+/// A rebuild's fold: every request's aggregate in memory; the trail entries are streamed out
+/// as they are made (they never change), the aggregates written at the end.
+struct BulkAudit {
+    folded: BTreeMap<Uuid, ServiceRequest>,
+    history: CopyRows,
+}
+
+impl BulkFold for BulkAudit {
+    fn fold(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.stream_type != ServiceRequest::STREAM_TYPE {
+            return Ok(());
+        }
+        let decoded: E = event.decode()?;
+        self.history.push(&entry(&mut self.folded, event, &decoded))
+    }
+
+    fn write<'a>(&'a mut self, conn: &'a mut PgConnection, last: bool) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            self.history.send(conn).await?;
+            if last {
+                let mut folded = CopyRows::new("folded");
+                let rows: Vec<FoldedRow<'_>> = self
+                    .folded
+                    .iter()
+                    .map(|(id, state)| FoldedRow { request_id: *id, state_json: AsJson(state) })
+                    .collect();
+                folded.push_all(conn, &rows).await?;
+                folded.send(conn).await?;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// One entry of a request's history.

@@ -29,7 +29,7 @@ use tokio::runtime::Handle;
 use crate::{
     Projection, ProjectionError,
     apply::{self, Record},
-    progress,
+    bulk, progress,
     registry::{self, Generation, Status},
     verify,
 };
@@ -43,6 +43,10 @@ pub struct RunnerOptions {
     /// Most records per transaction while a rebuild catches up (20,000 measured slower than
     /// 5,000 and took twice the memory).
     pub rebuild_batch: usize,
+    /// How much a rebuild that folds the log in memory ([`crate::bulk`]) may grow the
+    /// process's resident memory before it writes what it has and applies the rest batch by
+    /// batch; 0 rebuilds batch by batch from the start.
+    pub rebuild_memory: usize,
     /// How long one poll waits for a first record.
     pub poll_timeout: Duration,
     /// How often the runner checks which generation is active.
@@ -51,11 +55,15 @@ pub struct RunnerOptions {
     pub backoff: Duration,
 }
 
+/// The default of [`RunnerOptions::rebuild_memory`], in MiB.
+pub const DEFAULT_REBUILD_MEMORY_MB: usize = 1024;
+
 impl Default for RunnerOptions {
     fn default() -> Self {
         RunnerOptions {
             max_batch: 500,
             rebuild_batch: 5_000,
+            rebuild_memory: DEFAULT_REBUILD_MEMORY_MB << 20,
             poll_timeout: Duration::from_millis(100),
             registry_check: Duration::from_millis(500),
             backoff: Duration::from_millis(500),
@@ -418,6 +426,8 @@ pub struct RebuildReport {
     pub elapsed: Duration,
     /// How long until it had caught up with the log (the rest: comparing and switching).
     pub caught_up_after: Duration,
+    /// What folding the log in memory did, when the read model does ([`crate::bulk`]).
+    pub in_memory: Option<bulk::BulkOutcome>,
     /// How it compared with the generation it replaced (none without one).
     pub comparison: Option<verify::Comparison>,
     /// Whether it now serves queries.
@@ -449,8 +459,18 @@ pub async fn rebuild(
     kefu_bus::admin::ensure_topic(bus).await.map_err(|e| ProjectionError::Unavailable(e.to_string()))?;
     let replaced = registry::active(pool, projection.name()).await?.map(|g| g.generation);
     let target = registry::create(pool, &*projection, &bus.topic, Status::Building).await?;
+    let in_memory = if options.rebuild_memory > 0 {
+        bulk::rebuild_in_memory(pool, bus, projection.clone(), &target, options.rebuild_memory, &mut on_progress)
+            .await?
+    } else {
+        None
+    };
+    // A consumer for what the in-memory fold did not reach (all of it without one), started
+    // only when needed: joining its consumer group takes seconds.
     let catch_up = RunnerOptions { max_batch: options.rebuild_batch, ..options.clone() };
-    let consumer = GenerationConsumer::start(pool.clone(), bus.clone(), projection.clone(), target.clone(), catch_up)?;
+    let mut consumer: Option<GenerationConsumer> = None;
+    let start_consumer =
+        || GenerationConsumer::start(pool.clone(), bus.clone(), projection.clone(), target.clone(), catch_up.clone());
     let result = async {
         loop {
             let p = progress::of(pool, &target).await?;
@@ -458,8 +478,12 @@ pub async fn rebuild(
             if p.caught_up {
                 return Ok::<_, ProjectionError>(p);
             }
-            if consumer.is_finished() {
-                return Err(ProjectionError::Other("the rebuild consumer stopped".into()));
+            match &consumer {
+                None => consumer = Some(start_consumer()?),
+                Some(c) if c.is_finished() => {
+                    return Err(ProjectionError::Other("the rebuild consumer stopped".into()));
+                }
+                Some(_) => {}
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -469,12 +493,14 @@ pub async fn rebuild(
     let final_progress = match result {
         Ok(p) => p,
         Err(e) => {
-            consumer.stop().await.ok();
+            if let Some(c) = consumer {
+                c.stop().await.ok();
+            }
             return Err(e);
         }
     };
     // Compare with the serving generation where both consumed the same records; while writes
-    // go on that takes a few tries.
+    // go on that takes a few tries (and the new generation must keep consuming).
     let mut comparison = None;
     if let Some(old) = match replaced {
         Some(g) => registry::get(pool, projection.name(), g).await?,
@@ -484,6 +510,9 @@ pub async fn rebuild(
             if let Some(c) = verify::compare(pool, &*projection, &old, &target).await? {
                 comparison = Some(c);
                 break;
+            }
+            if consumer.is_none() {
+                consumer = Some(start_consumer()?);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -502,7 +531,9 @@ pub async fn rebuild(
     if switch {
         registry::activate(pool, projection.name(), target.generation).await?;
     }
-    consumer.stop().await?;
+    if let Some(c) = consumer {
+        c.stop().await?;
+    }
     let generation = registry::get(pool, projection.name(), target.generation).await?.unwrap_or(target);
     Ok(RebuildReport {
         generation,
@@ -510,6 +541,7 @@ pub async fn rebuild(
         records: final_progress.records_consumed,
         elapsed: started.elapsed(),
         caught_up_after,
+        in_memory,
         comparison,
         switched: switch,
     })

@@ -19,7 +19,11 @@ use serde_json::json;
 use sqlx::{PgConnection, Row, types::Json};
 use uuid::Uuid;
 
-use crate::{Projection, ProjectionError};
+use crate::{
+    Projection, ProjectionError,
+    bulk::BulkFold,
+    copy::{AsJson, CopyRows},
+};
 
 /// The projection.
 #[derive(Debug, Clone, Copy, Default)]
@@ -136,6 +140,10 @@ impl Projection for ServiceRequests {
         events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(apply_many(conn, events))
+    }
+
+    fn bulk(&self) -> Option<Box<dyn BulkFold>> {
+        Some(Box::<BulkRequests>::default())
     }
 }
 
@@ -408,9 +416,9 @@ struct RequestRow<'a> {
     next_warn_at: Option<DateTime<Utc>>,
     breached: bool,
     policy_name: &'a str,
-    state_json: &'a ServiceRequest,
-    filing: &'a kefu_domain::service_request::RequestFiled,
-    resolution: &'a Option<serde_json::Value>,
+    state_json: AsJson<&'a ServiceRequest>,
+    filing: AsJson<&'a kefu_domain::service_request::RequestFiled>,
+    resolution: AsJson<&'a Option<serde_json::Value>>,
     version: i64,
     last_position: i64,
     updated_at: DateTime<Utc>,
@@ -463,9 +471,9 @@ impl<'a> RequestRow<'a> {
             next_warn_at: v.next_warn_at,
             breached: v.breached,
             policy_name: filed.sla.policy_name.as_str(),
-            state_json: s,
-            filing: filed,
-            resolution: &v.resolution,
+            state_json: AsJson(s),
+            filing: AsJson(filed),
+            resolution: AsJson(&v.resolution),
             version: v.version,
             last_position: v.last_position,
             updated_at,
@@ -509,6 +517,61 @@ const UPSERT_REQUESTS: &str = "INSERT INTO requests SELECT * FROM json_populate_
     breached = EXCLUDED.breached, state_json = EXCLUDED.state_json, resolution = EXCLUDED.resolution, \
     version = EXCLUDED.version, last_position = EXCLUDED.last_position, updated_at = EXCLUDED.updated_at";
 
+/// Requests and their clocks folded in memory: a batch's (the rows it touches, read first) or a
+/// whole rebuild's (from nothing).
+#[derive(Default)]
+struct Folded {
+    views: BTreeMap<Uuid, Option<RequestView>>,
+    clocks: BTreeMap<(Uuid, String, i32), ClockRow>,
+    /// When each changed request last changed (its `updated_at`).
+    updated: BTreeMap<Uuid, DateTime<Utc>>,
+    /// The clocks a batch changed (a rebuild writes them all).
+    touched: Option<BTreeSet<(Uuid, String, i32)>>,
+}
+
+impl Folded {
+    /// One event onto its request and the request's clocks, with [`step`].
+    fn fold(&mut self, e: &RecordedEvent, event: &ServiceRequestEvent) -> Result<(), ProjectionError> {
+        let id = e.stream_id;
+        let view = self.views.entry(id).or_default();
+        if view.is_none() && !matches!(event, ServiceRequestEvent::RequestFiled(_)) {
+            return Err(ProjectionError::Poison(format!("{} for unknown request {id}", e.event_type)));
+        }
+        step(view, e, event);
+        let Some(v) = view.as_ref() else { return Ok(()) };
+        if v.state.filed.is_none() {
+            return Err(ProjectionError::Poison(format!("request {id} has no filing")));
+        }
+        step_clocks(&mut self.clocks, id, &v.state, e.occurred_at);
+        if let Some(touched) = &mut self.touched {
+            touched.extend(v.state.clocks.iter().map(|c| (id, c.metric.as_str().to_string(), c.cycle as i32)));
+        }
+        self.updated.insert(id, e.occurred_at);
+        Ok(())
+    }
+
+    /// Changed requests as rows.
+    fn request_rows<'a>(&'a self, ids: &[Uuid]) -> Vec<RequestRow<'a>> {
+        let mut rows = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let (Some(at), Some(Some(v))) = (self.updated.get(id), self.views.get(id))
+                && let Some(filed) = &v.state.filed
+            {
+                rows.push(RequestRow::of(*id, v, filed, *at));
+            }
+        }
+        rows
+    }
+
+    /// The changed clocks.
+    fn clock_rows(&self) -> Vec<&ClockRow> {
+        match &self.touched {
+            Some(touched) => touched.iter().filter_map(|k| self.clocks.get(k)).collect(),
+            None => self.clocks.values().collect(),
+        }
+    }
+}
+
 /// Applies a run of events: the requests it touches and their clocks are read in one query
 /// each, every event is folded onto them in memory with [`step`], and the changed rows are
 /// written back with one statement per table.
@@ -517,7 +580,11 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
     if decoded.is_empty() {
         return Ok(());
     }
-    let mut views: BTreeMap<Uuid, Option<RequestView>> = ids.iter().map(|id| (*id, None)).collect();
+    let mut folded = Folded {
+        views: ids.iter().map(|id| (*id, None)).collect(),
+        touched: Some(BTreeSet::new()),
+        ..Folded::default()
+    };
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {VIEW_COLUMNS} FROM requests WHERE request_id = ANY($1) ORDER BY request_id FOR UPDATE"
     )))
@@ -525,9 +592,8 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
     .fetch_all(&mut *conn)
     .await?;
     for row in &rows {
-        views.insert(row.try_get("request_id")?, Some(view_from(row)?));
+        folded.views.insert(row.try_get("request_id")?, Some(view_from(row)?));
     }
-    let mut clocks: BTreeMap<(Uuid, String, i32), ClockRow> = BTreeMap::new();
     if !rows.is_empty() {
         // Rows as JSON named by their columns: one typed value per row.
         let stored: Vec<Json<ClockRow>> =
@@ -536,36 +602,16 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
                 .fetch_all(&mut *conn)
                 .await?;
         for Json(c) in stored {
-            clocks.insert((c.request_id, c.metric.clone(), c.cycle), c);
+            folded.clocks.insert((c.request_id, c.metric.clone(), c.cycle), c);
         }
     }
-    let mut updated: BTreeMap<Uuid, DateTime<Utc>> = BTreeMap::new();
-    let mut touched: BTreeSet<(Uuid, String, i32)> = BTreeSet::new();
     for (e, event) in &decoded {
-        let id = e.stream_id;
-        let view = views.entry(id).or_default();
-        if view.is_none() && !matches!(event, ServiceRequestEvent::RequestFiled(_)) {
-            return Err(ProjectionError::Poison(format!("{} for unknown request {id}", e.event_type)));
-        }
-        step(view, e, event);
-        let Some(v) = view.as_ref() else { continue };
-        if v.state.filed.is_none() {
-            return Err(ProjectionError::Poison(format!("request {id} has no filing")));
-        }
-        step_clocks(&mut clocks, id, &v.state, e.occurred_at);
-        touched.extend(v.state.clocks.iter().map(|c| (id, c.metric.as_str().to_string(), c.cycle as i32)));
-        updated.insert(id, e.occurred_at);
+        folded.fold(e, event)?;
     }
-    let mut requests = Vec::with_capacity(updated.len());
-    for (id, at) in &updated {
-        if let Some(Some(v)) = views.get(id)
-            && let Some(filed) = &v.state.filed
-        {
-            requests.push(RequestRow::of(*id, v, filed, *at));
-        }
-    }
+    let changed: Vec<Uuid> = folded.updated.keys().copied().collect();
+    let requests = folded.request_rows(&changed);
     sqlx::query(UPSERT_REQUESTS).bind(crate::json_rows(&requests)?).execute(&mut *conn).await?;
-    let changed: Vec<&ClockRow> = touched.iter().filter_map(|k| clocks.get(k)).collect();
+    let changed = folded.clock_rows();
     if !changed.is_empty() {
         sqlx::query(
             "INSERT INTO request_clocks SELECT * FROM json_populate_recordset(NULL::request_clocks, $1::json) \
@@ -579,6 +625,36 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
         .await?;
     }
     Ok(())
+}
+
+/// A rebuild's fold: every request and clock of the log in memory, written once.
+#[derive(Default)]
+struct BulkRequests(Folded);
+
+impl BulkFold for BulkRequests {
+    fn fold(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.stream_type != ServiceRequest::STREAM_TYPE {
+            return Ok(());
+        }
+        self.0.fold(event, &event.decode()?)
+    }
+
+    fn write<'a>(&'a mut self, conn: &'a mut PgConnection, last: bool) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            if !last {
+                return Ok(());
+            }
+            let mut requests = CopyRows::new("requests");
+            let ids: Vec<Uuid> = self.0.updated.keys().copied().collect();
+            for chunk in ids.chunks(10_000) {
+                requests.push_all(conn, &self.0.request_rows(chunk)).await?;
+            }
+            requests.send(conn).await?;
+            let mut clocks = CopyRows::new("request_clocks");
+            clocks.push_all(conn, &self.0.clock_rows()).await?;
+            clocks.send(conn).await
+        })
+    }
 }
 
 /// Requests whose SLA clocks have a warning or deadline due by `now` and not yet recorded.

@@ -22,7 +22,9 @@ use kefu_domain::{
     vocab::{Channel, Priority, RequestType},
 };
 use kefu_projections::{
-    Projection, progress, registry, request_audit,
+    Projection, ProjectionError,
+    bulk::BulkLoad,
+    progress, registry, request_audit,
     runner::{ProjectionRunner, RunnerOptions, SwitchPolicy, rebuild},
     service_requests::{self as sr, BacklogFilter, BacklogOrder, ComplianceDimension},
     verify,
@@ -455,6 +457,10 @@ async fn backlog_compliance_and_trail_follow_the_story_and_rebuilds_equal_them()
         let report =
             rebuild(&db.pool, &bus, p.clone(), &RunnerOptions::default(), SwitchPolicy::Always, |_| {}).await?;
         let old = registry::get(&db.pool, p.name(), live.generation).await?.unwrap();
+        // Both fold the log in memory and write it once (what a rebuild of them does).
+        let in_memory = report.in_memory.expect("rebuilt in memory");
+        assert_eq!(in_memory.records, report.records, "{}: the whole log folded in memory", p.name());
+        assert!(!in_memory.budget_reached);
         assert_eq!(
             verify::digests(&db.pool, &*p, &old).await?,
             verify::digests(&db.pool, &*p, &report.generation).await?,
@@ -510,6 +516,66 @@ async fn every_read_model_gives_the_same_rows_whatever_the_batches() -> anyhow::
         assert!(digests[0].iter().any(|d| d.rows > 0), "{} has rows", projection.name());
         assert_eq!(digests[1], digests[0], "{}: event by event equals one batch", projection.name());
         assert_eq!(digests[2], digests[0], "{}: batches of 5 equal one batch", projection.name());
+        if projection.bulk().is_none() {
+            continue;
+        }
+        let batched = registry::create(&db.pool, &*projection, "batches", registry::Status::Building).await?;
+        // Folded in memory (as a rebuild does) in one run, in runs of 7, and the first half in
+        // memory with the rest applied batch by batch (a rebuild that reached its memory budget).
+        for (runs, in_memory) in [(records.len(), records.len()), (7, records.len()), (7, records.len() / 2)] {
+            let generation = registry::create(&db.pool, &*projection, "batches", registry::Status::Building).await?;
+            let mut load = BulkLoad::begin(&db.pool, projection.clone(), &generation).await?.expect("a bulk fold");
+            for run in records[..in_memory].chunks(runs) {
+                load.push(run).await?;
+            }
+            let outcome = load.finish(in_memory < records.len()).await?;
+            assert_eq!(outcome.records, in_memory as i64);
+            assert_eq!(outcome.duplicates + outcome.gaps, 0);
+            for batch in records[in_memory..].chunks(5) {
+                let outcome = kefu_projections::apply::apply_batch(&db.pool, &*projection, &generation, batch).await?;
+                assert_eq!(outcome.applied, batch.len());
+            }
+            assert_eq!(
+                verify::digests(&db.pool, &*projection, &generation).await?,
+                digests[0],
+                "{}: folded in memory ({in_memory} records in runs of {runs}) equals one batch",
+                projection.name()
+            );
+            assert_eq!(
+                indexes(&db.pool, &generation.schema).await?,
+                indexes(&db.pool, &batched.schema).await?,
+                "{}: the keys and indexes are built again after the load",
+                projection.name()
+            );
+            // Records already applied change nothing (a consumer resuming at stored offsets).
+            let outcome = kefu_projections::apply::apply_batch(&db.pool, &*projection, &generation, &records).await?;
+            assert_eq!(outcome.duplicates, records.len());
+        }
+        // A record that does not decode declines the in-memory fold; nothing of it stays, and
+        // the batch path (which parks what fails) applies the log to the same generation.
+        let generation = registry::create(&db.pool, &*projection, "batches", registry::Status::Building).await?;
+        let mut load = BulkLoad::begin(&db.pool, projection.clone(), &generation).await?.unwrap();
+        load.push(&records[..10]).await?;
+        let garbage =
+            kefu_projections::apply::Record { partition: 0, offset: 10_000, payload: b"not an event".to_vec() };
+        let declined = load.push(std::slice::from_ref(&garbage)).await;
+        assert!(matches!(&declined, Err(ProjectionError::Poison(m)) if m.contains("does not decode")), "{declined:?}");
+        drop(load);
+        assert!(verify::digests(&db.pool, &*projection, &generation).await?.iter().all(|d| d.rows == 0));
+        assert_eq!(indexes(&db.pool, &generation.schema).await?, indexes(&db.pool, &batched.schema).await?);
+        kefu_projections::apply::apply_batch(&db.pool, &*projection, &generation, &records).await?;
+        assert_eq!(verify::digests(&db.pool, &*projection, &generation).await?, digests[0]);
     }
     Ok(())
+}
+
+/// The keys and indexes of a generation's tables, named without the schema.
+async fn indexes(pool: &PgPool, schema: &str) -> anyhow::Result<Vec<String>> {
+    let defs: Vec<String> =
+        sqlx::query_scalar("SELECT replace(indexdef, $1 || '.', '') FROM pg_indexes WHERE schemaname = $1 ORDER BY 1")
+            .bind(schema)
+            .fetch_all(pool)
+            .await?;
+    assert!(!defs.is_empty());
+    Ok(defs)
 }

@@ -266,6 +266,7 @@ async fn a_rebuild_equals_the_live_projection_and_takes_over() -> anyhow::Result
 
     let report = rebuild(&w.pool, &w.bus, projection(), &options(), SwitchPolicy::Always, |_| {}).await?;
     assert_eq!(report.replaced, Some(live.generation));
+    assert_eq!(report.in_memory.map(|o| o.records), Some(report.records), "the whole log folded in memory");
     assert_eq!(report.generation.status, Status::Active);
     let live_after = registry::get(&w.pool, customer360::NAME, live.generation).await?.unwrap();
     assert_eq!(live_after.status, Status::Retired);
@@ -401,6 +402,14 @@ async fn a_poison_event_parks_only_its_own_stream() -> anyhow::Result<()> {
     assert!(customer360::customer(&mut tx, healthy).await?.is_some());
     assert_eq!(customer360::customer(&mut tx, later).await?.unwrap().interaction_count, 2);
     drop(tx);
+
+    // A rebuild cannot fold such a log in memory: it declines, applies the log batch by batch
+    // instead and parks the same stream, and equals the live generation.
+    let report = rebuild(&w.pool, &w.bus, projection(), &options(), SwitchPolicy::IfIdentical, |_| {}).await?;
+    assert_eq!(report.in_memory, None, "the in-memory fold declines a log it cannot fold");
+    assert!(matches!(report.comparison, Some(verify::Comparison::Identical { .. })), "{:?}", report.comparison);
+    let dead = progress::dead_letters(&w.pool, &report.generation).await?;
+    assert_eq!(dead.iter().map(|d| (d.stream_id, d.skipped_events)).collect::<Vec<_>>(), [(broken, 1)]);
     projector.stop().await;
     relay.stop().await;
     Ok(())

@@ -1,0 +1,587 @@
+//! Rows written with `COPY … FROM STDIN` (text format), the way a rebuild writes a generation.
+//!
+//! A row is any `Serialize` struct whose fields are named as the table's columns — the same
+//! structs the live path sends to `json_populate_recordset` — and the columns are named in the
+//! `COPY` statement from the first row, so their order in the struct does not matter. Strings,
+//! numbers and booleans are written as text; `None` and JSON `null` as SQL `NULL` (as
+//! `json_populate_recordset` reads them); any other value (a struct, a map, a list) and every
+//! field wrapped in [`AsJson`] as its JSON text, for `json`/`jsonb` columns.
+
+use std::fmt::Display;
+
+use serde::{
+    Serialize, Serializer,
+    ser::{self, Impossible, SerializeMap, SerializeStruct},
+};
+use sqlx::PgConnection;
+
+use crate::ProjectionError;
+
+/// How much row text is sent to PostgreSQL at a time.
+const CHUNK: usize = 4 << 20;
+
+/// The name by which [`AsJson`] tells the row serializer to write its value as JSON.
+const JSON_MARKER: &str = "kefu::copy::AsJson";
+
+/// A field for a `json`/`jsonb` column, written as JSON text even where it is a plain string
+/// or number (`"x"` stays a JSON string). Transparent to `serde_json`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AsJson<T>(pub T);
+
+impl<T: Serialize> Serialize for AsJson<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_newtype_struct(JSON_MARKER, &self.0)
+    }
+}
+
+/// Rows of one table in `COPY` text format, sent in chunks.
+pub(crate) struct CopyRows {
+    table: &'static str,
+    columns: Option<Vec<String>>,
+    buf: Vec<u8>,
+    /// Rows added (for the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    rows: u64,
+}
+
+impl CopyRows {
+    /// Rows for `table` (a table of the generation's schema, on the search path).
+    pub(crate) fn new(table: &'static str) -> Self {
+        CopyRows { table, columns: None, buf: Vec::new(), rows: 0 }
+    }
+
+    /// Adds a row.
+    pub(crate) fn push<T: Serialize>(&mut self, row: &T) -> Result<(), ProjectionError> {
+        let start = self.buf.len();
+        let names = if self.columns.is_none() { Some(Vec::new()) } else { None };
+        let mut ser = RowSerializer { out: &mut self.buf, names, fields: 0 };
+        if let Err(e) = row.serialize(&mut ser) {
+            self.buf.truncate(start);
+            return Err(ProjectionError::Other(format!("a {} row cannot be written: {e}", self.table)));
+        }
+        let RowSerializer { names, fields, .. } = ser;
+        match &self.columns {
+            None => self.columns = names,
+            Some(columns) if columns.len() == fields => {}
+            Some(columns) => {
+                self.buf.truncate(start);
+                return Err(ProjectionError::Other(format!(
+                    "a {} row has {fields} fields, the first had {}",
+                    self.table,
+                    columns.len()
+                )));
+            }
+        }
+        self.buf.push(b'\n');
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Adds rows, sending them whenever a chunk is full.
+    pub(crate) async fn push_all<T: Serialize>(
+        &mut self,
+        conn: &mut PgConnection,
+        rows: &[T],
+    ) -> Result<(), ProjectionError> {
+        for row in rows {
+            self.push(&row)?;
+            if self.buf.len() >= CHUNK {
+                self.send(conn).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what has been added (one `COPY` statement).
+    pub(crate) async fn send(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        let Some(columns) = &self.columns else { return Ok(()) };
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let statement = format!("COPY {} ({}) FROM STDIN", self.table, columns.join(", "));
+        let mut copy = conn.copy_in_raw(&statement).await?;
+        let sent = async {
+            for chunk in self.buf.chunks(CHUNK) {
+                copy.send(chunk).await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        match sent {
+            Ok(()) => {
+                copy.finish().await?;
+            }
+            Err(e) => {
+                let _ = copy.abort("kefu could not send the rows").await;
+                return Err(e.into());
+            }
+        }
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct CopyError(String);
+
+impl Display for CopyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CopyError {}
+
+impl ser::Error for CopyError {
+    fn custom<T: Display>(msg: T) -> Self {
+        CopyError(msg.to_string())
+    }
+}
+
+/// A value is not a plain one: write it as JSON.
+fn compound() -> CopyError {
+    CopyError(COMPOUND.into())
+}
+
+const COMPOUND: &str = "\u{0}compound";
+
+struct RowSerializer<'b> {
+    out: &'b mut Vec<u8>,
+    /// The columns, recorded from the first row.
+    names: Option<Vec<String>>,
+    fields: usize,
+}
+
+impl RowSerializer<'_> {
+    fn field<T: ?Sized + Serialize>(&mut self, key: &str, value: &T) -> Result<(), CopyError> {
+        if self.fields > 0 {
+            self.out.push(b'\t');
+        }
+        self.fields += 1;
+        if let Some(names) = &mut self.names {
+            names.push(key.to_string());
+        }
+        let start = self.out.len();
+        match value.serialize(FieldSerializer { out: self.out }) {
+            Ok(()) => Ok(()),
+            Err(e) if e.0 == COMPOUND => {
+                self.out.truncate(start);
+                json_field(self.out, value)
+            }
+            Err(e) => Err(CopyError(format!("{key}: {e}"))),
+        }
+    }
+}
+
+fn not_a_struct() -> CopyError {
+    CopyError("a row must be a struct named by its columns".into())
+}
+
+impl<'r, 'b> Serializer for &'r mut RowSerializer<'b> {
+    type Ok = ();
+    type Error = CopyError;
+    type SerializeSeq = Impossible<(), CopyError>;
+    type SerializeTuple = Impossible<(), CopyError>;
+    type SerializeTupleStruct = Impossible<(), CopyError>;
+    type SerializeTupleVariant = Impossible<(), CopyError>;
+    type SerializeMap = MapRow<'r, 'b>;
+    type SerializeStruct = Self;
+    type SerializeStructVariant = Impossible<(), CopyError>;
+
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, CopyError> {
+        Ok(self)
+    }
+    fn serialize_bool(self, _: bool) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_i8(self, _: i8) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_i16(self, _: i16) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_i32(self, _: i32) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_i64(self, _: i64) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_u8(self, _: u8) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_u16(self, _: u16) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_u32(self, _: u32) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_u64(self, _: u64) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_f32(self, _: f32) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_f64(self, _: f64) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_char(self, _: char) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_str(self, _: &str) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_none(self) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_unit(self) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _: &'static str, _: &T) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, CopyError> {
+        Err(not_a_struct())
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, CopyError> {
+        Ok(MapRow { row: self, key: None })
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, CopyError> {
+        Err(not_a_struct())
+    }
+}
+
+impl<'r, 'b> SerializeStruct for &'r mut RowSerializer<'b> {
+    type Ok = ();
+    type Error = CopyError;
+
+    fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> Result<(), CopyError> {
+        self.field(key, value)
+    }
+
+    fn end(self) -> Result<(), CopyError> {
+        Ok(())
+    }
+}
+
+/// A struct with a `#[serde(flatten)]` field serializes as a map of its fields.
+struct MapRow<'r, 'b> {
+    row: &'r mut RowSerializer<'b>,
+    key: Option<String>,
+}
+
+impl SerializeMap for MapRow<'_, '_> {
+    type Ok = ();
+    type Error = CopyError;
+
+    fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<(), CopyError> {
+        match serde_json::to_value(key) {
+            Ok(serde_json::Value::String(k)) => {
+                self.key = Some(k);
+                Ok(())
+            }
+            _ => Err(not_a_struct()),
+        }
+    }
+
+    fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), CopyError> {
+        let key = self.key.take().ok_or_else(not_a_struct)?;
+        self.row.field(&key, value)
+    }
+
+    fn end(self) -> Result<(), CopyError> {
+        Ok(())
+    }
+}
+
+/// A value as JSON text, escaped for `COPY`; JSON `null` as SQL `NULL`.
+fn json_field<T: ?Sized + Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), CopyError> {
+    let start = out.len();
+    serde_json::to_writer(Escaped(out), value).map_err(|e| CopyError(e.to_string()))?;
+    if &out[start..] == b"null" {
+        out.truncate(start);
+        out.extend_from_slice(b"\\N");
+    }
+    Ok(())
+}
+
+/// Escapes what `COPY`'s text format gives meaning to: backslash, newline, carriage return, tab.
+struct Escaped<'b>(&'b mut Vec<u8>);
+
+impl std::io::Write for Escaped<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        escape_into(self.0, data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn escape_into(out: &mut Vec<u8>, data: &[u8]) {
+    let mut from = 0;
+    for (i, b) in data.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            _ => continue,
+        };
+        out.extend_from_slice(&data[from..i]);
+        out.extend_from_slice(escaped);
+        from = i + 1;
+    }
+    out.extend_from_slice(&data[from..]);
+}
+
+/// One column's value: plain values as text; compound ones decline (and are written as JSON).
+struct FieldSerializer<'b> {
+    out: &'b mut Vec<u8>,
+}
+
+impl FieldSerializer<'_> {
+    fn display(self, v: impl Display) -> Result<(), CopyError> {
+        use std::io::Write;
+        write!(Escaped(self.out), "{v}").map_err(|e| CopyError(e.to_string()))
+    }
+}
+
+impl<'b> Serializer for FieldSerializer<'b> {
+    type Ok = ();
+    type Error = CopyError;
+    type SerializeSeq = Impossible<(), CopyError>;
+    type SerializeTuple = Impossible<(), CopyError>;
+    type SerializeTupleStruct = Impossible<(), CopyError>;
+    type SerializeTupleVariant = Impossible<(), CopyError>;
+    type SerializeMap = Impossible<(), CopyError>;
+    type SerializeStruct = Impossible<(), CopyError>;
+    type SerializeStructVariant = Impossible<(), CopyError>;
+
+    fn serialize_bool(self, v: bool) -> Result<(), CopyError> {
+        self.out.push(if v { b't' } else { b'f' });
+        Ok(())
+    }
+    fn serialize_i8(self, v: i8) -> Result<(), CopyError> {
+        self.display(v)
+    }
+    fn serialize_i16(self, v: i16) -> Result<(), CopyError> {
+        self.display(v)
+    }
+    fn serialize_i32(self, v: i32) -> Result<(), CopyError> {
+        self.display(v)
+    }
+    fn serialize_i64(self, v: i64) -> Result<(), CopyError> {
+        self.display(v)
+    }
+    fn serialize_u8(self, v: u8) -> Result<(), CopyError> {
+        self.display(v)
+    }
+    fn serialize_u16(self, v: u16) -> Result<(), CopyError> {
+        self.display(v)
+    }
+    fn serialize_u32(self, v: u32) -> Result<(), CopyError> {
+        self.display(v)
+    }
+    fn serialize_u64(self, v: u64) -> Result<(), CopyError> {
+        self.display(v)
+    }
+    fn serialize_f32(self, v: f32) -> Result<(), CopyError> {
+        // As serde_json writes it, which is what json_populate_recordset was given.
+        json_field(self.out, &v)
+    }
+    fn serialize_f64(self, v: f64) -> Result<(), CopyError> {
+        json_field(self.out, &v)
+    }
+    fn serialize_char(self, v: char) -> Result<(), CopyError> {
+        self.display(v)
+    }
+    fn serialize_str(self, v: &str) -> Result<(), CopyError> {
+        escape_into(self.out, v.as_bytes());
+        Ok(())
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<(), CopyError> {
+        Err(compound())
+    }
+    fn serialize_none(self) -> Result<(), CopyError> {
+        self.out.extend_from_slice(b"\\N");
+        Ok(())
+    }
+    fn serialize_some<T: ?Sized + Serialize>(self, v: &T) -> Result<(), CopyError> {
+        v.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<(), CopyError> {
+        self.serialize_none()
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), CopyError> {
+        self.serialize_none()
+    }
+    fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result<(), CopyError> {
+        self.serialize_str(variant)
+    }
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(self, name: &'static str, v: &T) -> Result<(), CopyError> {
+        if name == JSON_MARKER { json_field(self.out, v) } else { v.serialize(self) }
+    }
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), CopyError> {
+        Err(compound())
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, CopyError> {
+        Err(compound())
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, CopyError> {
+        Err(compound())
+    }
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, CopyError> {
+        Err(compound())
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, CopyError> {
+        Err(compound())
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, CopyError> {
+        Err(compound())
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, CopyError> {
+        Err(compound())
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, CopyError> {
+        Err(compound())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Serialize)]
+    struct Row<'a> {
+        id: i64,
+        name: &'a str,
+        missing: Option<&'a str>,
+        flag: bool,
+        ratio: f64,
+        doc: serde_json::Value,
+        maybe_doc: Option<serde_json::Value>,
+        as_json: AsJson<&'a str>,
+        json_null: AsJson<Option<i32>>,
+    }
+
+    fn text(row: &Row<'_>) -> String {
+        let mut rows = CopyRows::new("t");
+        rows.push(row).unwrap();
+        assert_eq!(
+            rows.columns.as_ref().unwrap().iter().map(String::as_str).collect::<Vec<_>>(),
+            ["id", "name", "missing", "flag", "ratio", "doc", "maybe_doc", "as_json", "json_null"]
+        );
+        String::from_utf8(rows.buf).unwrap()
+    }
+
+    #[test]
+    fn plain_values_are_text_compound_ones_json_and_nulls_null() {
+        let row = Row {
+            id: -7,
+            name: "a\tb\nc\\d\re",
+            missing: None,
+            flag: true,
+            ratio: 0.1,
+            doc: json!({"k": "line\nbreak", "path": "C:\\x"}),
+            maybe_doc: Some(serde_json::Value::Null),
+            as_json: AsJson("quoted"),
+            json_null: AsJson(None),
+        };
+        assert_eq!(
+            text(&row),
+            "-7\ta\\tb\\nc\\\\d\\re\t\\N\tt\t0.1\t{\"k\":\"line\\\\nbreak\",\"path\":\"C:\\\\\\\\x\"}\t\\N\t\"quoted\"\t\\N\n"
+        );
+    }
+
+    #[test]
+    fn flattened_fields_are_columns_too() {
+        #[derive(Serialize)]
+        struct Inner {
+            a: i32,
+            b: Option<String>,
+        }
+        #[derive(Serialize)]
+        struct Outer {
+            #[serde(flatten)]
+            inner: Inner,
+            c: Vec<u8>,
+        }
+        let mut rows = CopyRows::new("t");
+        rows.push(&Outer { inner: Inner { a: 1, b: None }, c: vec![1, 2] }).unwrap();
+        rows.push(&Outer { inner: Inner { a: 2, b: Some("x".into()) }, c: vec![] }).unwrap();
+        assert_eq!(rows.columns.unwrap(), ["a", "b", "c"]);
+        assert_eq!(String::from_utf8(rows.buf).unwrap(), "1\t\\N\t[1,2]\n2\tx\t[]\n");
+    }
+
+    #[test]
+    fn a_row_must_be_a_struct_and_keep_its_fields() {
+        let mut rows = CopyRows::new("t");
+        assert!(rows.push(&42).is_err());
+        assert!(rows.push(&"text").is_err());
+        assert!(rows.buf.is_empty());
+        assert_eq!(rows.rows, 0);
+    }
+}

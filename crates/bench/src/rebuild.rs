@@ -133,7 +133,9 @@ pub async fn rebuild(args: &RebuildArgs) -> Result<()> {
                 "postgres_cpu_s": used.postgres_cpu_s, "peak_rss_mb": used.peak_rss_mb,
                 "with_compare_and_switch_s": r.elapsed.as_secs_f64(), "memory_mb": args.memory_mb,
                 "in_memory_records": r.in_memory.map(|o| o.records),
-                "budget_reached": r.in_memory.map(|o| o.budget_reached)}),
+                "budget_reached": r.in_memory.map(|o| o.budget_reached),
+                "in_memory_fold_s": r.in_memory.map(|o| o.folding.as_secs_f64()),
+                "in_memory_write_s": r.in_memory.map(|o| o.writing.as_secs_f64())}),
         );
         kefu_projections::registry::drop_retired(&pool, projection.name(), 0).await?;
     }

@@ -108,7 +108,12 @@ async fn apply_in_transaction(
     isolate: bool,
 ) -> Result<BatchOutcome, ProjectionError> {
     let mut tx = pool.begin().await?;
-    sqlx::raw_sql(AssertSqlSafe(format!("SET LOCAL search_path TO {}", generation.schema))).execute(&mut *tx).await?;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET LOCAL search_path TO {}; SET LOCAL default_toast_compression = lz4",
+        generation.schema
+    )))
+    .execute(&mut *tx)
+    .await?;
     let streams: Vec<Uuid> = decoded
         .iter()
         .filter_map(|d| d.event.as_ref().ok().map(|e| e.stream_id))

@@ -64,6 +64,10 @@ pub struct BulkOutcome {
     pub gaps: i64,
     /// Whether it stopped at the memory budget before the end of the log.
     pub budget_reached: bool,
+    /// How long reading and folding the log took.
+    pub folding: Duration,
+    /// How long writing the rows, building the keys and indexes and committing took.
+    pub writing: Duration,
 }
 
 /// An in-memory rebuild in progress: one open transaction on the new generation.
@@ -76,6 +80,7 @@ pub struct BulkLoad {
     marks: Marks,
     rebuild_keys: Vec<String>,
     outcome: BulkOutcome,
+    started: Instant,
 }
 
 impl BulkLoad {
@@ -88,9 +93,12 @@ impl BulkLoad {
     ) -> Result<Option<BulkLoad>, ProjectionError> {
         let Some(fold) = projection.bulk() else { return Ok(None) };
         let mut tx = pool.begin().await?;
-        sqlx::raw_sql(AssertSqlSafe(format!("SET LOCAL search_path TO {}", generation.schema)))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "SET LOCAL search_path TO {}; SET LOCAL default_toast_compression = lz4",
+            generation.schema
+        )))
+        .execute(&mut *tx)
+        .await?;
         let applied: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM _stream_versions) OR EXISTS (SELECT 1 FROM projections.checkpoints \
              WHERE name = $1 AND generation = $2)",
@@ -115,6 +123,7 @@ impl BulkLoad {
             marks: Marks::default(),
             rebuild_keys,
             outcome: BulkOutcome::default(),
+            started: Instant::now(),
         }))
     }
 
@@ -163,6 +172,7 @@ impl BulkLoad {
     /// Writes everything, builds the keys and indexes, stores the stream versions and the
     /// offsets reached, and commits.
     pub async fn finish(mut self, budget_reached: bool) -> Result<BulkOutcome, ProjectionError> {
+        let folding = self.started.elapsed();
         let tx = &mut self.tx;
         self.fold.write(tx, true).await?;
         #[derive(serde::Serialize)]
@@ -173,8 +183,7 @@ impl BulkLoad {
         let mut versions = CopyRows::new("_stream_versions");
         let rows: Vec<VersionRow> =
             self.versions.iter().map(|(id, v)| VersionRow { stream_id: *id, version: *v }).collect();
-        versions.push_all(tx, &rows).await?;
-        versions.send(tx).await?;
+        versions.write_all(tx, rows.iter()).await?;
         for ddl in &self.rebuild_keys {
             sqlx::raw_sql(AssertSqlSafe(ddl.as_str())).execute(&mut **tx).await?;
         }
@@ -187,7 +196,7 @@ impl BulkLoad {
             .execute(&mut **tx)
             .await?;
         self.tx.commit().await?;
-        Ok(BulkOutcome { budget_reached, ..self.outcome })
+        Ok(BulkOutcome { budget_reached, folding, writing: self.started.elapsed() - folding, ..self.outcome })
     }
 }
 

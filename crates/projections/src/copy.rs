@@ -77,23 +77,14 @@ impl CopyRows {
         Ok(())
     }
 
-    /// Adds rows, sending them whenever a chunk is full.
-    pub(crate) async fn push_all<T: Serialize>(
+    /// Adds `rows` and sends everything in one `COPY` statement, a chunk at a time as the rows
+    /// are serialised (PostgreSQL loads one chunk while the next is made).
+    pub(crate) async fn write_all<T: Serialize, I: Iterator<Item = T> + Send>(
         &mut self,
         conn: &mut PgConnection,
-        rows: &[T],
+        mut rows: I,
     ) -> Result<(), ProjectionError> {
-        for row in rows {
-            self.push(&row)?;
-            if self.buf.len() >= CHUNK {
-                self.send(conn).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends what has been added (one `COPY` statement).
-    pub(crate) async fn send(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        let mut more = self.fill(&mut rows)?;
         let Some(columns) = &self.columns else { return Ok(()) };
         if self.buf.is_empty() {
             return Ok(());
@@ -101,23 +92,43 @@ impl CopyRows {
         let statement = format!("COPY {} ({}) FROM STDIN", self.table, columns.join(", "));
         let mut copy = conn.copy_in_raw(&statement).await?;
         let sent = async {
-            for chunk in self.buf.chunks(CHUNK) {
-                copy.send(chunk).await?;
+            loop {
+                copy.send(self.buf.as_slice()).await?;
+                self.buf.clear();
+                if !more {
+                    return Ok(());
+                }
+                more = self.fill(&mut rows)?;
             }
-            Ok::<_, sqlx::Error>(())
         }
         .await;
         match sent {
             Ok(()) => {
                 copy.finish().await?;
+                Ok(())
             }
             Err(e) => {
                 let _ = copy.abort("kefu could not send the rows").await;
-                return Err(e.into());
+                self.buf.clear();
+                Err(e)
             }
         }
-        self.buf.clear();
-        Ok(())
+    }
+
+    /// Sends what has been added (one `COPY` statement).
+    pub(crate) async fn send(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        self.write_all(conn, std::iter::empty::<()>()).await
+    }
+
+    /// Adds rows until a chunk is full; whether rows remain.
+    fn fill<T: Serialize>(&mut self, rows: &mut impl Iterator<Item = T>) -> Result<bool, ProjectionError> {
+        while self.buf.len() < CHUNK {
+            match rows.next() {
+                Some(row) => self.push(&row)?,
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -360,6 +371,10 @@ impl std::io::Write for Escaped<'_> {
 }
 
 fn escape_into(out: &mut Vec<u8>, data: &[u8]) {
+    if !data.iter().any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t')) {
+        out.extend_from_slice(data);
+        return;
+    }
     let mut from = 0;
     for (i, b) in data.iter().enumerate() {
         let escaped: &[u8] = match b {

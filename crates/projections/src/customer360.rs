@@ -274,14 +274,8 @@ impl BulkFold for BulkCustomers {
             if !last {
                 return Ok(());
             }
-            let mut customers = CopyRows::new("customers");
-            let ids: Vec<Uuid> = self.views.keys().copied().collect();
-            for chunk in ids.chunks(10_000) {
-                let rows: Vec<CustomerRow<'_>> =
-                    chunk.iter().filter_map(|id| self.views[id].as_ref()).map(CustomerRow::of).collect();
-                customers.push_all(conn, &rows).await?;
-            }
-            customers.send(conn).await?;
+            let rows: Vec<CustomerRow<'_>> = self.views.values().flatten().map(CustomerRow::of).collect();
+            CopyRows::new("customers").write_all(conn, rows.iter()).await?;
             #[derive(serde::Serialize)]
             struct CountRow {
                 customer_id: Uuid,
@@ -297,9 +291,7 @@ impl BulkFold for BulkCustomers {
                     contacts: *contacts,
                 })
                 .collect();
-            let mut rows = CopyRows::new("channel_counts");
-            rows.push_all(conn, &counts).await?;
-            rows.send(conn).await
+            CopyRows::new("channel_counts").write_all(conn, counts.iter()).await
         })
     }
 }

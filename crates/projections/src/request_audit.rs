@@ -350,8 +350,7 @@ impl BulkFold for BulkAudit {
                     .iter()
                     .map(|(id, state)| FoldedRow { request_id: *id, state_json: AsJson(state) })
                     .collect();
-                folded.push_all(conn, &rows).await?;
-                folded.send(conn).await?;
+                folded.write_all(conn, rows.iter()).await?;
             }
             Ok(())
         })

@@ -55,8 +55,9 @@ pub struct RunnerOptions {
     pub backoff: Duration,
 }
 
-/// The default of [`RunnerOptions::rebuild_memory`], in MiB.
-pub const DEFAULT_REBUILD_MEMORY_MB: usize = 1024;
+/// The default of [`RunnerOptions::rebuild_memory`], in MiB: the request read models of a log
+/// of a million events grew the process by ~1.4 GB.
+pub const DEFAULT_REBUILD_MEMORY_MB: usize = 2048;
 
 impl Default for RunnerOptions {
     fn default() -> Self {

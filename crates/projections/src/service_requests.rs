@@ -550,19 +550,6 @@ impl Folded {
         Ok(())
     }
 
-    /// Changed requests as rows.
-    fn request_rows<'a>(&'a self, ids: &[Uuid]) -> Vec<RequestRow<'a>> {
-        let mut rows = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let (Some(at), Some(Some(v))) = (self.updated.get(id), self.views.get(id))
-                && let Some(filed) = &v.state.filed
-            {
-                rows.push(RequestRow::of(*id, v, filed, *at));
-            }
-        }
-        rows
-    }
-
     /// The changed clocks.
     fn clock_rows(&self) -> Vec<&ClockRow> {
         match &self.touched {
@@ -608,8 +595,7 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
     for (e, event) in &decoded {
         folded.fold(e, event)?;
     }
-    let changed: Vec<Uuid> = folded.updated.keys().copied().collect();
-    let requests = folded.request_rows(&changed);
+    let requests: Vec<RequestRow<'_>> = RequestRows { folded: &folded, ids: folded.updated.iter() }.collect();
     sqlx::query(UPSERT_REQUESTS).bind(crate::json_rows(&requests)?).execute(&mut *conn).await?;
     let changed = folded.clock_rows();
     if !changed.is_empty() {
@@ -625,6 +611,28 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
         .await?;
     }
     Ok(())
+}
+
+/// The rows of every changed request, made one at a time (a named iterator: a closure's would
+/// not be `Send` across the `COPY`'s awaits).
+struct RequestRows<'a> {
+    folded: &'a Folded,
+    ids: std::collections::btree_map::Iter<'a, Uuid, DateTime<Utc>>,
+}
+
+impl<'a> Iterator for RequestRows<'a> {
+    type Item = RequestRow<'a>;
+
+    fn next(&mut self) -> Option<RequestRow<'a>> {
+        for (id, at) in self.ids.by_ref() {
+            if let Some(Some(v)) = self.folded.views.get(id)
+                && let Some(filed) = &v.state.filed
+            {
+                return Some(RequestRow::of(*id, v, filed, *at));
+            }
+        }
+        None
+    }
 }
 
 /// A rebuild's fold: every request and clock of the log in memory, written once.
@@ -644,15 +652,9 @@ impl BulkFold for BulkRequests {
             if !last {
                 return Ok(());
             }
-            let mut requests = CopyRows::new("requests");
-            let ids: Vec<Uuid> = self.0.updated.keys().copied().collect();
-            for chunk in ids.chunks(10_000) {
-                requests.push_all(conn, &self.0.request_rows(chunk)).await?;
-            }
-            requests.send(conn).await?;
-            let mut clocks = CopyRows::new("request_clocks");
-            clocks.push_all(conn, &self.0.clock_rows()).await?;
-            clocks.send(conn).await
+            let requests = RequestRows { folded: &self.0, ids: self.0.updated.iter() };
+            CopyRows::new("requests").write_all(conn, requests).await?;
+            CopyRows::new("request_clocks").write_all(conn, self.0.clock_rows().into_iter()).await
         })
     }
 }

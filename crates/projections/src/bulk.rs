@@ -92,13 +92,7 @@ impl BulkLoad {
         generation: &Generation,
     ) -> Result<Option<BulkLoad>, ProjectionError> {
         let Some(fold) = projection.bulk() else { return Ok(None) };
-        let mut tx = pool.begin().await?;
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "SET LOCAL search_path TO {}; SET LOCAL default_toast_compression = lz4",
-            generation.schema
-        )))
-        .execute(&mut *tx)
-        .await?;
+        let mut tx = apply::begin_writing(pool, generation).await?;
         let applied: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM _stream_versions) OR EXISTS (SELECT 1 FROM projections.checkpoints \
              WHERE name = $1 AND generation = $2)",

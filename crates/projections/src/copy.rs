@@ -156,6 +156,75 @@ fn compound() -> CopyError {
 
 const COMPOUND: &str = "\u{0}compound";
 
+/// `Serializer` methods that refuse their kind of value with `$err()`: every plain value
+/// (`scalars`), or every compound one but structs and maps (`compounds`).
+macro_rules! refuse {
+    ($err:ident; scalars) => {
+        refuse!(@plain $err; serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
+            serialize_i64: i64, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64,
+            serialize_f32: f32, serialize_f64: f64, serialize_char: char, serialize_str: &str,
+            serialize_bytes: &[u8], serialize_unit_struct: &'static str);
+        fn serialize_none(self) -> Result<(), CopyError> {
+            Err($err())
+        }
+        fn serialize_unit(self) -> Result<(), CopyError> {
+            Err($err())
+        }
+        fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), CopyError> {
+            Err($err())
+        }
+        fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), CopyError> {
+            Err($err())
+        }
+        fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _: &'static str, _: &T) -> Result<(), CopyError> {
+            Err($err())
+        }
+    };
+    (@plain $err:ident; $($method:ident: $ty:ty),*) => {
+        $(fn $method(self, _: $ty) -> Result<(), CopyError> {
+            Err($err())
+        })*
+    };
+    ($err:ident; compounds) => {
+        fn serialize_newtype_variant<T: ?Sized + Serialize>(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: &T,
+        ) -> Result<(), CopyError> {
+            Err($err())
+        }
+        fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, CopyError> {
+            Err($err())
+        }
+        fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, CopyError> {
+            Err($err())
+        }
+        fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, CopyError> {
+            Err($err())
+        }
+        fn serialize_tuple_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeTupleVariant, CopyError> {
+            Err($err())
+        }
+        fn serialize_struct_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeStructVariant, CopyError> {
+            Err($err())
+        }
+    };
+}
+
 struct RowSerializer<'b> {
     out: &'b mut Vec<u8>,
     /// The columns, recorded from the first row.
@@ -202,105 +271,11 @@ impl<'r, 'b> Serializer for &'r mut RowSerializer<'b> {
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, CopyError> {
         Ok(self)
     }
-    fn serialize_bool(self, _: bool) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_i8(self, _: i8) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_i16(self, _: i16) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_i32(self, _: i32) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_i64(self, _: i64) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_u8(self, _: u8) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_u16(self, _: u16) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_u32(self, _: u32) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_u64(self, _: u64) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_f32(self, _: f32) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_f64(self, _: f64) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_char(self, _: char) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_str(self, _: &str) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_none(self) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_unit(self) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _: &'static str, _: &T) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, CopyError> {
-        Err(not_a_struct())
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, CopyError> {
-        Err(not_a_struct())
-    }
     fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, CopyError> {
         Ok(MapRow { row: self, key: None })
     }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, CopyError> {
-        Err(not_a_struct())
-    }
+    refuse!(not_a_struct; scalars);
+    refuse!(not_a_struct; compounds);
 }
 
 impl<'r, 'b> SerializeStruct for &'r mut RowSerializer<'b> {
@@ -478,48 +453,13 @@ impl<'b> Serializer for FieldSerializer<'b> {
     fn serialize_newtype_struct<T: ?Sized + Serialize>(self, name: &'static str, v: &T) -> Result<(), CopyError> {
         if name == JSON_MARKER { json_field(self.out, v) } else { v.serialize(self) }
     }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), CopyError> {
-        Err(compound())
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, CopyError> {
-        Err(compound())
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, CopyError> {
-        Err(compound())
-    }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, CopyError> {
-        Err(compound())
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, CopyError> {
-        Err(compound())
-    }
     fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, CopyError> {
         Err(compound())
     }
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, CopyError> {
         Err(compound())
     }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, CopyError> {
-        Err(compound())
-    }
+    refuse!(compound; compounds);
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ use crate::{
     copy::{AsJson, CopyRows},
 };
 
+mod stored;
+pub use stored::{LazyAggregate, Listed, StoredRequest};
+
 /// The projection.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ServiceRequests;
@@ -258,45 +261,31 @@ pub fn fold_onto(start: Option<RequestView>, events: &[RecordedEvent]) -> Result
 /// One event onto a request's view: the one rule set of this read model, used by the live
 /// projection and by [`fold_view`].
 fn step(view: &mut Option<RequestView>, e: &RecordedEvent, event: &ServiceRequestEvent) {
-    let v = view.get_or_insert_with(|| RequestView {
-        state: ServiceRequest::default(),
-        request_state: RequestState::Filed,
-        escalation_name: None,
-        first_response_at: None,
-        ended_at: None,
-        root_cause: None,
-        resolution: None,
-        reopen_count: 0,
-        return_visits: 0,
-        last_return_visit_satisfied: None,
-        next_due: None,
-        next_warn_at: None,
-        breached: false,
-        last_position: 0,
-        version: 0,
-    });
+    let v =
+        view.get_or_insert_with(|| RequestView { state: ServiceRequest::default(), facts: RequestFacts::default() });
     v.state.apply(event);
     let d = Delta::of(event);
     let derived = Derived::of(&v.state);
     let live = v.state.is_live();
-    v.request_state = v.state.state();
-    v.first_response_at = v.first_response_at.or(d.first_response);
-    v.ended_at = match d.ended_at {
+    let f = &mut v.facts;
+    f.request_state = v.state.state();
+    f.first_response_at = f.first_response_at.or(d.first_response);
+    f.ended_at = match d.ended_at {
         Some(t) => Some(t),
         None if live => None,
-        None => v.ended_at,
+        None => f.ended_at,
     };
-    v.reopen_count += i32::from(d.reopened);
-    v.return_visits += i32::from(d.visit.is_some());
-    v.last_return_visit_satisfied = d.visit.or(v.last_return_visit_satisfied);
-    v.root_cause = d.root_cause.or(v.root_cause.take());
-    v.resolution = d.resolution.or(v.resolution.take());
-    v.escalation_name = d.level_name.or(v.escalation_name.take());
-    v.next_due = derived.next.as_ref().and_then(|c| c.due_at.map(|t| (c.metric.as_str().to_string(), t)));
-    v.next_warn_at = derived.next.as_ref().and_then(|c| if c.warned { None } else { c.warn_at });
-    v.breached = derived.breached;
-    v.last_position = e.global_position;
-    v.version = e.stream_version;
+    f.reopen_count += i32::from(d.reopened);
+    f.return_visits += i32::from(d.visit.is_some());
+    f.last_return_visit_satisfied = d.visit.or(f.last_return_visit_satisfied);
+    f.root_cause = d.root_cause.or(f.root_cause.take());
+    f.resolution = d.resolution.or(f.resolution.take());
+    f.escalation_name = d.level_name.or(f.escalation_name.take());
+    f.next_due = derived.next.as_ref().and_then(|c| c.due_at.map(|t| (c.metric.as_str().to_string(), t)));
+    f.next_warn_at = derived.next.as_ref().and_then(|c| if c.warned { None } else { c.warn_at });
+    f.breached = derived.breached;
+    f.last_position = e.global_position;
+    f.version = e.stream_version;
 }
 
 /// A `request_clocks` row, named as its columns.
@@ -429,7 +418,7 @@ impl<'a> RequestRow<'a> {
         filed: &'a kefu_domain::service_request::RequestFiled,
         updated_at: DateTime<Utc>,
     ) -> Self {
-        let s = &v.state;
+        let (s, f) = (&v.state, &v.facts);
         RequestRow {
             request_id: id,
             customer_id: filed.customer_id,
@@ -439,7 +428,7 @@ impl<'a> RequestRow<'a> {
             priority_rank: priority_rank(filed.priority.as_str()),
             channel: filed.channel.as_str(),
             subject: filed.subject.as_str(),
-            state: v.request_state.as_str(),
+            state: f.request_state.as_str(),
             live: s.is_live(),
             owner_id: s.owner.as_ref().map(|o| o.id.as_str()),
             owner_name: s.owner.as_ref().and_then(|o| o.name.as_ref()).map(|n| n.as_str()),
@@ -447,32 +436,32 @@ impl<'a> RequestRow<'a> {
             assignee_name: s.assignee.as_ref().and_then(|o| o.name.as_ref()).map(|n| n.as_str()),
             department: s.department.as_ref().map(|d| d.as_str()),
             escalation_level: s.escalation_level as i32,
-            escalation_name: &v.escalation_name,
+            escalation_name: &f.escalation_name,
             incident_id: s.incident.as_ref().map(|i| i.incident_id),
             customer_tier: filed.customer_tier.map(|t| t.as_str()),
             external_ref: filed.external_ref.as_ref().map(|r| r.as_str()),
             filed_at: filed.filed_at,
-            first_response_at: v.first_response_at,
+            first_response_at: f.first_response_at,
             first_resolved_at: s.first_resolved_at,
             last_resolved_at: s.last_resolved_at,
-            ended_at: v.ended_at,
-            root_cause: &v.root_cause,
-            reopen_count: v.reopen_count,
+            ended_at: f.ended_at,
+            root_cause: &f.root_cause,
+            reopen_count: f.reopen_count,
             reporter_count: s.reporters.len() as i32,
             merged_into: s.merged_into,
-            return_visits: v.return_visits,
-            last_return_visit_satisfied: v.last_return_visit_satisfied,
+            return_visits: f.return_visits,
+            last_return_visit_satisfied: f.last_return_visit_satisfied,
             paused: s.paused_since.is_some(),
             callback_due_at: Derived::of(s).callback_due,
-            next_due_at: v.next_due.as_ref().map(|(_, t)| *t),
-            next_due_metric: v.next_due.as_ref().map(|(m, _)| m.as_str()),
-            next_warn_at: v.next_warn_at,
-            breached: v.breached,
+            next_due_at: f.next_due.as_ref().map(|(_, t)| *t),
+            next_due_metric: f.next_due.as_ref().map(|(m, _)| m.as_str()),
+            next_warn_at: f.next_warn_at,
+            breached: f.breached,
             policy_name: filed.sla.policy_name.as_str(),
             state_json: AsJson(s),
-            resolution: AsJson(&v.resolution),
-            version: v.version,
-            last_position: v.last_position,
+            resolution: AsJson(&f.resolution),
+            version: f.version,
+            last_position: f.last_position,
             updated_at,
         }
     }
@@ -678,11 +667,22 @@ pub async fn due_for_check(
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-/// A request as people look at it.
+/// A request as people look at it, folded: the aggregate and what the read model derives from
+/// its events. What `serviceRequest(asOf:)` folds and a batch folds onto; reads of the stored
+/// rows get a [`StoredRequest`] instead, which decodes the aggregate only when asked.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RequestView {
     /// The folded aggregate state (owner, clocks, reporters…).
     pub state: ServiceRequest,
+    /// What the read model derives beside it (flattened: snapshots keep their form).
+    #[serde(flatten)]
+    pub facts: RequestFacts,
+}
+
+/// What the read model derives from a request's events beside its aggregate (its own
+/// columns, kept by [`step`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RequestFacts {
     /// Current state.
     pub request_state: RequestState,
     /// Name of the current escalation level.
@@ -713,18 +713,54 @@ pub struct RequestView {
     pub version: i64,
 }
 
-const VIEW_COLUMNS: &str = "state_json, state, escalation_name, first_response_at, ended_at, root_cause, resolution, \
-    reopen_count, return_visits, last_return_visit_satisfied, next_due_metric, next_due_at, next_warn_at, breached, \
-    last_position, version, request_id, filed_at, priority_rank, escalation_level";
+impl Default for RequestFacts {
+    fn default() -> Self {
+        RequestFacts {
+            request_state: RequestState::Filed,
+            escalation_name: None,
+            first_response_at: None,
+            ended_at: None,
+            root_cause: None,
+            resolution: None,
+            reopen_count: 0,
+            return_visits: 0,
+            last_return_visit_satisfied: None,
+            next_due: None,
+            next_warn_at: None,
+            breached: false,
+            last_position: 0,
+            version: 0,
+        }
+    }
+}
 
-fn view_from(row: &sqlx::postgres::PgRow) -> Result<RequestView, sqlx::Error> {
-    let Json(state): Json<ServiceRequest> = row.try_get("state_json")?;
-    let state_name: String = row.try_get("state")?;
+/// What every read of `requests` selects: the aggregate as text (decoded by the caller, or
+/// only when needed) and the columns.
+const VIEW_COLUMNS: &str = "state_json::text AS state_json, request_id, customer_id, request_type, category, \
+    priority, priority_rank, channel, subject, state, live, owner_id, owner_name, assignee_id, assignee_name, \
+    department, escalation_level, escalation_name, incident_id, customer_tier, external_ref, filed_at, \
+    first_response_at, first_resolved_at, last_resolved_at, ended_at, root_cause, resolution, reopen_count, \
+    merged_into, return_visits, last_return_visit_satisfied, paused, callback_due_at, next_due_metric, next_due_at, \
+    next_warn_at, breached, version, last_position";
+
+/// A name of a closed vocabulary as stored in a column, or a decoding error naming it.
+fn vocab_column<T: std::str::FromStr>(row: &sqlx::postgres::PgRow, column: &str) -> Result<T, sqlx::Error> {
+    let name: String = row.try_get(column)?;
+    name.parse().map_err(|_| sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: format!(
+            "`{name}` is not a known {}",
+            std::any::type_name::<T>().rsplit("::").next().unwrap_or("value")
+        )
+        .into(),
+    })
+}
+
+fn facts_from(row: &sqlx::postgres::PgRow) -> Result<RequestFacts, sqlx::Error> {
     let metric: Option<String> = row.try_get("next_due_metric")?;
     let due: Option<DateTime<Utc>> = row.try_get("next_due_at")?;
-    Ok(RequestView {
-        request_state: state_name.parse().unwrap_or(RequestState::Filed),
-        state,
+    Ok(RequestFacts {
+        request_state: vocab_column(row, "state")?,
         escalation_name: row.try_get("escalation_name")?,
         first_response_at: row.try_get("first_response_at")?,
         ended_at: row.try_get("ended_at")?,
@@ -741,13 +777,21 @@ fn view_from(row: &sqlx::postgres::PgRow) -> Result<RequestView, sqlx::Error> {
     })
 }
 
+/// A stored request with its aggregate decoded (the batch path folds onto it).
+fn view_from(row: &sqlx::postgres::PgRow) -> Result<RequestView, sqlx::Error> {
+    let text: String = row.try_get("state_json")?;
+    let state = serde_json::from_str(&text)
+        .map_err(|e| sqlx::Error::ColumnDecode { index: "state_json".into(), source: Box::new(e) })?;
+    Ok(RequestView { state, facts: facts_from(row)? })
+}
+
 /// One request.
-pub async fn request(conn: &mut PgConnection, id: Uuid) -> Result<Option<RequestView>, ProjectionError> {
+pub async fn request(conn: &mut PgConnection, id: Uuid) -> Result<Option<StoredRequest>, ProjectionError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {VIEW_COLUMNS} FROM requests WHERE request_id = $1")))
         .bind(id)
         .fetch_optional(conn)
         .await?;
-    Ok(row.as_ref().map(view_from).transpose()?)
+    Ok(row.as_ref().map(StoredRequest::from_row).transpose()?)
 }
 
 impl BacklogFilter {
@@ -766,13 +810,13 @@ impl BacklogFilter {
 }
 
 /// Many requests by id (for batching).
-pub async fn requests_by_id(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<RequestView>, ProjectionError> {
+pub async fn requests_by_id(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<StoredRequest>, ProjectionError> {
     let rows =
         sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {VIEW_COLUMNS} FROM requests WHERE request_id = ANY($1)")))
             .bind(ids)
             .fetch_all(conn)
             .await?;
-    Ok(rows.iter().map(view_from).collect::<Result<_, _>>()?)
+    Ok(rows.iter().map(StoredRequest::from_row).collect::<Result<_, _>>()?)
 }
 
 /// Which requests a backlog shows; every given field must match (lists: any of).
@@ -954,8 +998,8 @@ pub async fn backlog(
     order: BacklogOrder,
     first: i64,
     after: Option<&BacklogCursor>,
-) -> Result<(Vec<(RequestView, BacklogCursor)>, bool), ProjectionError> {
-    let mut sql = Sql { text: format!("SELECT {VIEW_COLUMNS}, next_due_at FROM requests WHERE true"), n: 0 };
+) -> Result<RequestPage, ProjectionError> {
+    let mut sql = Sql { text: format!("SELECT {VIEW_COLUMNS} FROM requests WHERE true"), n: 0 };
     let mut binds = where_clause(filter, &mut sql);
     let (time, time_dir, rank, rank_dir) = order_parts(order);
     let time_cmp = if time_dir == "ASC" { ">" } else { "<" };
@@ -988,10 +1032,9 @@ pub async fn backlog(
     let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.text)), binds).fetch_all(conn).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
-        let view = view_from(row)?;
-        let id: Uuid = row.try_get("request_id")?;
-        let filed_at: DateTime<Utc> = row.try_get("filed_at")?;
-        let next_due: Option<DateTime<Utc>> = row.try_get("next_due_at")?;
+        let view = StoredRequest::from_row(row)?;
+        let (id, filed_at) = (view.listed.request_id, view.listed.filed_at);
+        let next_due = view.facts.next_due.as_ref().map(|(_, at)| *at);
         let cursor = BacklogCursor {
             rank: match order {
                 BacklogOrder::Priority => Some(row.try_get("priority_rank")?),
@@ -1012,7 +1055,7 @@ pub async fn backlog(
 }
 
 /// Requests with their cursors, and whether more follow.
-pub type RequestPage = (Vec<(RequestView, BacklogCursor)>, bool);
+pub type RequestPage = (Vec<(StoredRequest, BacklogCursor)>, bool);
 
 /// A page of requests per customer, newest first (for batching `Customer.serviceRequests`
 /// over a list of customers): each customer's first `first` requests and whether more follow.
@@ -1036,7 +1079,7 @@ pub async fn requests_of_customers(
     for row in &rows {
         let customer: Uuid = row.try_get("of_customer")?;
         let cursor = BacklogCursor { rank: None, at: row.try_get("filed_at")?, id: row.try_get("request_id")? };
-        out.entry(customer).or_default().0.push((view_from(row)?, cursor));
+        out.entry(customer).or_default().0.push((StoredRequest::from_row(row)?, cursor));
     }
     for (page, more) in out.values_mut() {
         *more = page.len() as i64 > first;

@@ -309,7 +309,7 @@ async fn first_response(
         .collect())
 }
 
-fn ids(page: &[(sr::RequestView, sr::BacklogCursor)]) -> Vec<Uuid> {
+fn ids(page: &[(sr::StoredRequest, sr::BacklogCursor)]) -> Vec<Uuid> {
     page.iter().map(|(_, cursor)| cursor.id).collect()
 }
 
@@ -416,9 +416,23 @@ async fn backlog_compliance_and_trail_follow_the_story_and_rebuilds_equal_them()
 
     // The survivor carries both reporters; the merged request points to it.
     let bv = sr::request(&mut tx, b).await?.unwrap();
-    assert_eq!(bv.state.reporters.len(), 2);
+    assert!(!bv.aggregate.is_decoded(), "a read decodes the aggregate only when asked");
+    assert_eq!(bv.aggregate.get()?.reporters.len(), 2);
+    assert!(bv.aggregate.is_decoded());
     let ev = sr::request(&mut tx, e).await?.unwrap();
-    assert_eq!(ev.state.merged_into, Some(b));
+    assert_eq!((ev.listed.merged_into, ev.listed.live), (Some(b), false));
+
+    // Every stored request shows what folding its events gives: the listed columns, the
+    // derived facts and the aggregate (the gateway answers from the columns where it can).
+    for id in [a, b, c, d, e, f] {
+        let stored = sr::request(&mut tx, id).await?.expect("stored");
+        let folded = kefu_projections::as_of::request(&db.pool, id, kefu_store::history::Cutoff::Position(i64::MAX))
+            .await?
+            .view
+            .and_then(sr::StoredRequest::folded)
+            .expect("folded");
+        assert_eq!(stored, folded, "request {id}");
+    }
 
     // Compliance: decided clocks only (C's and the open resolutions are still running, E was
     // merged, F withdrawn).

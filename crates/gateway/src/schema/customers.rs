@@ -390,15 +390,15 @@ impl Customer {
                         .map_err(errors::projection)?;
                 let items = all
                     .into_iter()
-                    .filter(|v| include_closed || v.state.is_live())
-                    .filter_map(|v| {
-                        let filed = v.state.filed.as_ref()?;
+                    .filter_map(kefu_projections::service_requests::StoredRequest::folded)
+                    .filter(|r| include_closed || r.listed.live)
+                    .map(|r| {
                         let cursor = kefu_projections::service_requests::BacklogCursor {
                             rank: None,
-                            at: filed.filed_at,
-                            id: filed.request_id,
+                            at: r.listed.filed_at,
+                            id: r.listed.request_id,
                         };
-                        Some((v, cursor))
+                        (r, cursor)
                     })
                     .filter(|(_, c)| after.as_ref().is_none_or(|a| (c.at, c.id) < (a.at, a.id)));
                 page(items, first)
@@ -414,9 +414,7 @@ impl Customer {
                 Some(cutoff) => super::requests::ServiceRequest::as_of(view, cutoff),
                 None => super::requests::ServiceRequest::new(view),
             };
-            if let Some(request) = request {
-                connection.edges.push(Edge::new(OpaqueCursor(cursor), request));
-            }
+            connection.edges.push(Edge::new(OpaqueCursor(cursor), request));
         }
         Ok(connection)
     }

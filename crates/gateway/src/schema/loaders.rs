@@ -21,7 +21,7 @@ use kefu_projections::{
     ProjectionError, ReadModels,
     customer360::{self, CustomerView},
     satisfaction::{self, SurveyView, TemplateRow},
-    service_requests::{self, RequestPage, RequestView},
+    service_requests::{self, RequestPage, StoredRequest},
 };
 use sqlx::{PgConnection, Postgres, pool::PoolConnection};
 use uuid::Uuid;
@@ -144,14 +144,14 @@ impl Loader<CustomerKey> for ReadLoader {
 }
 
 impl Loader<RequestKey> for ReadLoader {
-    type Value = RequestView;
+    type Value = StoredRequest;
     type Error = LoadError;
 
-    async fn load(&self, keys: &[RequestKey]) -> Result<HashMap<RequestKey, RequestView>, LoadError> {
+    async fn load(&self, keys: &[RequestKey]) -> Result<HashMap<RequestKey, StoredRequest>, LoadError> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
         let mut conn = self.reads.read(service_requests::NAME).await?;
         let views = service_requests::requests_by_id(&mut conn, &ids).await?;
-        Ok(views.into_iter().filter_map(|v| Some((RequestKey(v.state.filed.as_ref()?.request_id), v))).collect())
+        Ok(views.into_iter().map(|v| (RequestKey(v.listed.request_id), v)).collect())
     }
 }
 
@@ -270,7 +270,7 @@ pub async fn customer(ctx: &Context<'_>, id: Uuid) -> Result<Option<CustomerView
 }
 
 /// A request as the read model has it.
-pub async fn request(ctx: &Context<'_>, id: Uuid) -> Result<Option<RequestView>> {
+pub async fn request(ctx: &Context<'_>, id: Uuid) -> Result<Option<StoredRequest>> {
     one(ctx, RequestKey(id)).await
 }
 

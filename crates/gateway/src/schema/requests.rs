@@ -14,7 +14,10 @@ use kefu_domain::{
 };
 use kefu_projections::{
     request_audit,
-    service_requests::{self as read, BacklogCursor, BacklogFilter, BacklogOrder, ComplianceDimension, RequestView},
+    service_requests::{
+        self as read, BacklogCursor, BacklogFilter, BacklogOrder, ComplianceDimension, LazyAggregate, Listed,
+        StoredRequest,
+    },
 };
 use uuid::Uuid;
 
@@ -29,27 +32,36 @@ use crate::errors::{self, Validator};
 // Output
 
 /// A service request or complaint, with its SLA clocks.
+///
+/// Fields the read model keeps as columns are answered from them; the rest (the filing's
+/// details, the clocks, reporters…) decode the request's aggregate, once, on first use.
 pub struct ServiceRequest {
-    view: RequestView,
-    filed: kefu_domain::service_request::RequestFiled,
+    r: StoredRequest,
     /// The point `serviceRequest(asOf:)` reads at, for the fields that read further.
     as_of: Option<kefu_store::history::Cutoff>,
 }
 
 impl ServiceRequest {
-    /// A request of the read model (which always has its filing).
-    pub fn new(view: RequestView) -> Option<Self> {
-        let filed = view.state.filed.clone()?;
-        Some(ServiceRequest { view, filed, as_of: None })
+    /// A request of the read model.
+    pub fn new(r: StoredRequest) -> Self {
+        ServiceRequest { r, as_of: None }
     }
 
     /// A request folded as of a point.
-    pub fn as_of(view: RequestView, cutoff: kefu_store::history::Cutoff) -> Option<Self> {
-        Some(ServiceRequest { as_of: Some(cutoff), ..Self::new(view)? })
+    pub fn as_of(r: StoredRequest, cutoff: kefu_store::history::Cutoff) -> Self {
+        ServiceRequest { r, as_of: Some(cutoff) }
     }
 
-    fn filed(&self) -> &kefu_domain::service_request::RequestFiled {
-        &self.filed
+    fn listed(&self) -> &Listed {
+        &self.r.listed
+    }
+
+    fn aggregate(&self) -> Result<&kefu_domain::service_request::ServiceRequest> {
+        self.r.aggregate.get().map_err(errors::projection)
+    }
+
+    fn filed(&self) -> Result<&kefu_domain::service_request::RequestFiled> {
+        self.aggregate()?.filed.as_ref().ok_or_else(|| errors::internal("a stored request has no filing"))
     }
 }
 
@@ -89,15 +101,38 @@ pub struct SlaClock {
     pub state: SlaState,
 }
 
-/// The next deadline of a request.
-#[derive(SimpleObject, Clone)]
+/// A request's next deadline: which clock and when from the read model's columns, its state
+/// from the request's clocks (decoded only if asked for).
 pub struct NextDeadline {
+    metric: SlaMetric,
+    due_at: DateTime<Utc>,
+    aggregate: LazyAggregate,
+}
+
+/// The next deadline of a request.
+#[Object]
+impl NextDeadline {
     /// Which clock.
-    pub metric: SlaMetric,
+    async fn metric(&self) -> SlaMetric {
+        self.metric
+    }
+
     /// When.
-    pub due_at: DateTime<Utc>,
+    async fn due_at(&self) -> DateTime<Utc> {
+        self.due_at
+    }
+
     /// State now.
-    pub state: SlaState,
+    async fn state(&self) -> Result<SlaState> {
+        let clock = next_clock(self.aggregate.get().map_err(errors::projection)?)
+            .ok_or_else(|| errors::internal("a request's next deadline has no running clock"))?;
+        Ok(clock_state(clock, Utc::now()))
+    }
+}
+
+/// The running clock due first (the read model's `next_due`).
+fn next_clock(s: &kefu_domain::service_request::ServiceRequest) -> Option<&kefu_domain::service_request::MetricClock> {
+    s.clocks.iter().filter(|c| c.running() && c.due_at.is_some()).min_by_key(|c| c.due_at)
 }
 
 /// The SLA terms a request was filed under.
@@ -180,123 +215,127 @@ fn clock_state(c: &kefu_domain::service_request::MetricClock, now: DateTime<Utc>
     }
 }
 
-fn staff_view(s: &Option<kefu_domain::values::StaffRef>) -> Option<Staff> {
-    s.as_ref().map(Staff::from)
+fn staff(s: &Option<(String, Option<String>)>) -> Option<Staff> {
+    s.as_ref().map(|(id, name)| Staff { id: id.clone(), name: name.clone() })
 }
 
 #[Object]
 impl ServiceRequest {
     /// Global id (`ServiceRequest:<uuid>`).
     pub async fn id(&self) -> ID {
-        common::global_id("ServiceRequest", self.filed().request_id)
+        common::global_id("ServiceRequest", self.listed().request_id)
     }
 
     /// The request's UUID.
     async fn request_id(&self) -> Uuid {
-        self.filed().request_id
+        self.listed().request_id
     }
 
     /// The customer who filed it.
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>> {
         match self.as_of {
-            Some(cutoff) => customers::load_as_of(ctx, self.filed().customer_id, cutoff).await,
-            None => customers::load(ctx, self.filed().customer_id).await,
+            Some(cutoff) => customers::load_as_of(ctx, self.listed().customer_id, cutoff).await,
+            None => customers::load(ctx, self.listed().customer_id).await,
         }
     }
 
     /// The customer's UUID.
     async fn customer_id(&self) -> Uuid {
-        self.filed().customer_id
+        self.listed().customer_id
     }
 
     /// Inquiry, complaint, suggestion or demand.
     async fn request_type(&self) -> RequestType {
-        self.filed().request_type.into()
+        self.listed().request_type.into()
     }
 
     /// Category.
     async fn category(&self) -> &str {
-        self.filed().category.as_str()
+        &self.listed().category
     }
 
     /// Priority.
     async fn priority(&self) -> Priority {
-        self.filed().priority.into()
+        self.listed().priority.into()
     }
 
     /// Where it came in.
     async fn channel(&self) -> Channel {
-        self.filed().channel.into()
+        self.listed().channel.into()
     }
 
     /// Subject.
     async fn subject(&self) -> &str {
-        self.filed().subject.as_str()
+        &self.listed().subject
     }
 
     /// Details.
-    async fn description(&self) -> Option<&str> {
-        self.filed().description.as_ref().map(|d| d.as_str())
+    async fn description(&self) -> Result<Option<&str>> {
+        Ok(self.filed()?.description.as_ref().map(|d| d.as_str()))
     }
 
     /// Where it is in its lifecycle.
     async fn state(&self) -> RequestState {
-        self.view.request_state.into()
+        self.r.facts.request_state.into()
     }
 
     /// The owner: the first person who took it (首问负责), until an explicit transfer.
     async fn owner(&self) -> Option<Staff> {
-        staff_view(&self.view.state.owner)
+        staff(&self.listed().owner)
     }
 
     /// Who works on it now.
     async fn assignee(&self) -> Option<Staff> {
-        staff_view(&self.view.state.assignee)
+        staff(&self.listed().assignee)
     }
 
     /// Responsible department.
     async fn department(&self) -> Option<&str> {
-        self.view.state.department.as_ref().map(|d| d.as_str())
+        self.listed().department.as_deref()
     }
 
     /// Escalation level (0 = agent).
     async fn escalation_level(&self) -> i32 {
-        self.view.state.escalation_level as i32
+        self.listed().escalation_level
     }
 
     /// Name of the escalation level.
     async fn escalation_level_name(&self) -> Option<&str> {
-        self.view.escalation_name.as_deref()
+        self.r.facts.escalation_name.as_deref()
     }
 
     /// The major/batch incident it belongs to.
-    async fn incident(&self) -> Option<Incident> {
-        self.view.state.incident.as_ref().map(|i| Incident { incident_id: i.incident_id, title: i.title.to_string() })
+    async fn incident(&self) -> Result<Option<Incident>> {
+        Ok(self
+            .aggregate()?
+            .incident
+            .as_ref()
+            .map(|i| Incident { incident_id: i.incident_id, title: i.title.to_string() }))
     }
 
     /// The customer's value tier at filing.
     async fn customer_tier(&self) -> Option<ValueTier> {
-        self.filed().customer_tier.map(Into::into)
+        self.listed().customer_tier.map(Into::into)
     }
 
     /// Whether on-site support is required.
-    async fn on_site_required(&self) -> bool {
-        self.filed().on_site_required
+    async fn on_site_required(&self) -> Result<bool> {
+        Ok(self.filed()?.on_site_required)
     }
 
     /// Id in another system.
     async fn external_ref(&self) -> Option<&str> {
-        self.filed().external_ref.as_ref().map(|r| r.as_str())
+        self.listed().external_ref.as_deref()
     }
 
     /// When kefu opened it as the follow-up of a dissatisfied survey answer: that survey.
-    async fn origin_survey_id(&self) -> Option<Uuid> {
-        self.filed().origin.map(|o| o.survey_id)
+    async fn origin_survey_id(&self) -> Result<Option<Uuid>> {
+        Ok(self.filed()?.origin.map(|o| o.survey_id))
     }
 
     /// … and the request that survey was about.
-    async fn origin_request_id(&self) -> Option<Uuid> {
-        self.filed().origin.and_then(|o| o.request_id)
+    async fn origin_request_id(&self) -> Result<Option<Uuid>> {
+        Ok(self.filed()?.origin.and_then(|o| o.request_id))
     }
 
     /// The satisfaction survey about this request, if one was sent.
@@ -304,48 +343,49 @@ impl ServiceRequest {
         if self.as_of.is_some() {
             return Err(super::history::present_only("serviceRequest", "survey"));
         }
-        super::satisfaction::of_request(ctx, self.filed().request_id).await
+        super::satisfaction::of_request(ctx, self.listed().request_id).await
     }
 
     /// Tags.
-    async fn tags(&self) -> Vec<String> {
-        self.filed().tags.iter().map(|t| t.to_string()).collect()
+    async fn tags(&self) -> Result<Vec<String>> {
+        Ok(self.filed()?.tags.iter().map(|t| t.to_string()).collect())
     }
 
     /// When it was filed (business time).
     async fn filed_at(&self) -> DateTime<Utc> {
-        self.filed().filed_at
+        self.listed().filed_at
     }
 
     /// When the customer was first answered.
     async fn first_response_at(&self) -> Option<DateTime<Utc>> {
-        self.view.first_response_at
+        self.r.facts.first_response_at
     }
 
     /// The first resolution (kept when reopened).
     async fn first_resolved_at(&self) -> Option<DateTime<Utc>> {
-        self.view.state.first_resolved_at
+        self.listed().first_resolved_at
     }
 
     /// The latest resolution.
     async fn last_resolved_at(&self) -> Option<DateTime<Utc>> {
-        self.view.state.last_resolved_at
+        self.listed().last_resolved_at
     }
 
     /// From filing to the latest resolution, in seconds (the full resolution time, counting
     /// reopened periods).
     async fn full_resolution_seconds(&self) -> Option<i64> {
-        self.view.state.last_resolved_at.map(|r| (r - self.filed().filed_at).num_seconds())
+        let l = self.listed();
+        l.last_resolved_at.map(|r| (r - l.filed_at).num_seconds())
     }
 
     /// When it was closed, withdrawn or merged.
     async fn ended_at(&self) -> Option<DateTime<Utc>> {
-        self.view.ended_at
+        self.r.facts.ended_at
     }
 
     /// The latest resolution.
     async fn resolution(&self) -> Option<ResolutionView> {
-        let r = self.view.resolution.as_ref()?;
+        let r = self.r.facts.resolution.as_ref()?;
         let compensation = r.get("compensation").and_then(|c| {
             let c: DomainCompensation = serde_json::from_value(c.clone()).ok()?;
             Some(CompensationView {
@@ -356,7 +396,7 @@ impl ServiceRequest {
             })
         });
         Some(ResolutionView {
-            resolved_at: self.view.state.last_resolved_at,
+            resolved_at: self.listed().last_resolved_at,
             resolution: r.get("resolution").and_then(|x| x.as_str()).unwrap_or_default().to_string(),
             root_cause: r.get("rootCause").and_then(|x| x.as_str()).unwrap_or_default().to_string(),
             compensation,
@@ -365,38 +405,38 @@ impl ServiceRequest {
 
     /// Times reopened.
     async fn reopen_count(&self) -> i32 {
-        self.view.reopen_count
+        self.r.facts.reopen_count
     }
 
     /// Return visits made.
     async fn return_visits(&self) -> i32 {
-        self.view.return_visits
+        self.r.facts.return_visits
     }
 
     /// Whether the customer was satisfied at the latest return visit.
     async fn last_return_visit_satisfied(&self) -> Option<bool> {
-        self.view.last_return_visit_satisfied
+        self.r.facts.last_return_visit_satisfied
     }
 
     /// Everyone who reported it (the customer and the reporters of merged duplicates).
-    async fn reporters(&self) -> Vec<Uuid> {
-        self.view.state.reporters.clone()
+    async fn reporters(&self) -> Result<Vec<Uuid>> {
+        Ok(self.aggregate()?.reporters.clone())
     }
 
     /// Duplicates merged into it.
-    async fn duplicates(&self) -> Vec<Uuid> {
-        self.view.state.duplicates.clone()
+    async fn duplicates(&self) -> Result<Vec<Uuid>> {
+        Ok(self.aggregate()?.duplicates.clone())
     }
 
     /// The request it was merged into.
     async fn merged_into(&self) -> Option<Uuid> {
-        self.view.state.merged_into
+        self.listed().merged_into
     }
 
     /// The SLA terms it was filed under.
-    async fn sla(&self) -> SlaTermsView {
-        let t = &self.filed().sla;
-        SlaTermsView {
+    async fn sla(&self) -> Result<SlaTermsView> {
+        let t = &self.filed()?.sla;
+        Ok(SlaTermsView {
             policy_id: t.policy_id,
             policy_name: t.policy_name.to_string(),
             policy_version: t.policy_version,
@@ -412,14 +452,14 @@ impl ServiceRequest {
                 })
                 .collect(),
             escalate_on_breach: t.escalate_on_breach,
-        }
+        })
     }
 
     /// Every SLA clock, with its state now.
-    async fn sla_clocks(&self) -> Vec<SlaClock> {
+    async fn sla_clocks(&self) -> Result<Vec<SlaClock>> {
         let now = Utc::now();
-        self.view
-            .state
+        Ok(self
+            .aggregate()?
             .clocks
             .iter()
             .map(|c| SlaClock {
@@ -431,72 +471,62 @@ impl ServiceRequest {
                 met_at: c.met_at,
                 state: clock_state(c, now),
             })
-            .collect()
+            .collect())
     }
 
     /// The running clock due first.
-    async fn next_deadline(&self) -> Option<NextDeadline> {
-        let now = Utc::now();
-        self.view
-            .state
-            .clocks
-            .iter()
-            .filter(|c| c.running() && c.due_at.is_some())
-            .min_by_key(|c| c.due_at)
-            .and_then(|c| Some(NextDeadline { metric: c.metric.into(), due_at: c.due_at?, state: clock_state(c, now) }))
+    async fn next_deadline(&self) -> Result<Option<NextDeadline>> {
+        let Some((metric, due_at)) = &self.r.facts.next_due else { return Ok(None) };
+        let metric: vocab::SlaMetric =
+            metric.parse().map_err(|_| errors::internal("an unknown SLA metric is stored"))?;
+        Ok(Some(NextDeadline { metric: metric.into(), due_at: *due_at, aggregate: self.r.aggregate.clone() }))
     }
 
     /// The request's SLA state now: the worst of its running clocks (PAUSED while waiting for
     /// the customer; null when no clock runs).
-    async fn sla_state(&self) -> Option<SlaState> {
-        let now = Utc::now();
-        if self.view.state.paused_since.is_some() {
-            return Some(SlaState::Paused);
+    async fn sla_state(&self) -> Result<Option<SlaState>> {
+        if self.listed().paused {
+            return Ok(Some(SlaState::Paused));
         }
+        let now = Utc::now();
         let states: Vec<SlaState> =
-            self.view.state.clocks.iter().filter(|c| c.running()).map(|c| clock_state(c, now)).collect();
-        [SlaState::Breached, SlaState::Warning, SlaState::Ok].into_iter().find(|s| states.contains(s))
+            self.aggregate()?.clocks.iter().filter(|c| c.running()).map(|c| clock_state(c, now)).collect();
+        Ok([SlaState::Breached, SlaState::Warning, SlaState::Ok].into_iter().find(|s| states.contains(s)))
     }
 
     /// Whether any target was missed.
     async fn breached(&self) -> bool {
-        self.view.breached
+        self.r.facts.breached
     }
 
     /// The promised callback time, while pending.
     async fn callback_due_at(&self) -> Option<DateTime<Utc>> {
-        self.view
-            .state
-            .clocks
-            .iter()
-            .filter(|c| c.running() && c.metric == vocab::SlaMetric::Callback)
-            .filter_map(|c| c.due_at)
-            .min()
+        self.listed().callback_due_at
     }
 
     /// Seconds since filing (until it ended, for ended requests).
     async fn age_seconds(&self) -> i64 {
-        (self.view.ended_at.unwrap_or_else(Utc::now) - self.filed().filed_at).num_seconds()
+        (self.r.facts.ended_at.unwrap_or_else(Utc::now) - self.listed().filed_at).num_seconds()
     }
 
     /// Age bucket (calendar time since filing).
     async fn age_bucket(&self) -> AgeBucket {
-        age_bucket(read::age_bucket(self.filed().filed_at, Utc::now()))
+        age_bucket(read::age_bucket(self.listed().filed_at, Utc::now()))
     }
 
     /// Stream version; pass it as `expectedVersion`.
     async fn version(&self) -> i64 {
-        self.view.version
+        self.r.facts.version
     }
 
     /// Latest global position reflected.
     async fn last_position(&self) -> GlobalPosition {
-        GlobalPosition(self.view.last_position)
+        GlobalPosition(self.r.facts.last_position)
     }
 
     /// Every step of this request, in order (the audit trail).
     async fn history(&self, ctx: &Context<'_>) -> Result<Vec<HistoryEntry>> {
-        let mut entries = load_history(ctx, self.filed().request_id).await?;
+        let mut entries = load_history(ctx, self.listed().request_id).await?;
         if let Some(cutoff) = self.as_of {
             entries.retain(|h| cutoff.includes(h.global_position.0, h.recorded_at, h.occurred_at));
         }
@@ -625,7 +655,7 @@ pub(crate) async fn read_conn<'a>(ctx: &'a Context<'_>) -> Result<common::ReadCo
 
 /// Loads a request from the read model.
 pub async fn load(ctx: &Context<'_>, id: Uuid) -> Result<Option<ServiceRequest>> {
-    Ok(super::loaders::request(ctx, id).await?.and_then(ServiceRequest::new))
+    Ok(super::loaders::request(ctx, id).await?.map(ServiceRequest::new))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -846,7 +876,7 @@ impl RequestQuery {
             let folded = kefu_projections::as_of::request(&common::state(ctx).pool, id, cutoff)
                 .await
                 .map_err(errors::projection)?;
-            return Ok(folded.view.and_then(|v| ServiceRequest::as_of(v, cutoff)));
+            return Ok(folded.view.and_then(StoredRequest::folded).map(|r| ServiceRequest::as_of(r, cutoff)));
         }
         common::wait_for(ctx, read::NAME, min_position).await?;
         load(ctx, id).await
@@ -912,9 +942,7 @@ impl RequestQuery {
         };
         let mut connection = Connection::with_additional_fields(false, more, totals);
         for (view, cursor) in items {
-            if let Some(request) = ServiceRequest::new(view) {
-                connection.edges.push(Edge::new(OpaqueCursor(cursor), request));
-            }
+            connection.edges.push(Edge::new(OpaqueCursor(cursor), ServiceRequest::new(view)));
         }
         Ok(connection)
     }
@@ -987,7 +1015,7 @@ pub async fn of_customer(
     include_closed: bool,
     first: i64,
     after: Option<BacklogCursor>,
-) -> Result<(Vec<(RequestView, BacklogCursor)>, bool)> {
+) -> Result<read::RequestPage> {
     let filter = BacklogFilter::of_customer(customer_id, include_closed);
     let mut tx = read_conn(ctx).await?;
     read::backlog(&mut tx, &filter, BacklogOrder::NewestFirst, first, after.as_ref()).await.map_err(errors::projection)

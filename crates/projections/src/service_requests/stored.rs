@@ -1,0 +1,221 @@
+//! A request as a read finds it: the listed columns typed, the folded aggregate decoded only
+//! when a reader asks for something only it holds.
+//!
+//! A request's aggregate (`state_json`) is a few kilobytes of JSON with its filing, clocks and
+//! reporters; lists and the customer 360 show columns the projection already keeps beside it
+//! (subject, state, priority, owner, deadlines…). Decoding every row's aggregate was most of
+//! the gateway's time for a backlog page (`docs/benchmarks.md`), so reads keep its text and
+//! decode it at most once, on first use.
+
+use std::sync::{Arc, OnceLock};
+
+use chrono::{DateTime, Utc};
+use kefu_domain::{
+    service_request::ServiceRequest,
+    vocab::{Channel, Priority, RequestType, ValueTier},
+};
+use sqlx::{Row, postgres::PgRow};
+use uuid::Uuid;
+
+use super::{Derived, RequestFacts, RequestView, facts_from, vocab_column};
+use crate::ProjectionError;
+
+/// The columns of a request that lists show, as the projection derives them from the aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    /// The request's id.
+    pub request_id: Uuid,
+    /// Who filed it.
+    pub customer_id: Uuid,
+    /// Inquiry, complaint…
+    pub request_type: RequestType,
+    /// Category.
+    pub category: String,
+    /// Priority.
+    pub priority: Priority,
+    /// Where it came in.
+    pub channel: Channel,
+    /// Subject.
+    pub subject: String,
+    /// Not closed, withdrawn or merged.
+    pub live: bool,
+    /// The owner (id, name when recorded).
+    pub owner: Option<(String, Option<String>)>,
+    /// Who works on it now.
+    pub assignee: Option<(String, Option<String>)>,
+    /// Responsible department.
+    pub department: Option<String>,
+    /// Escalation level (0 = agent).
+    pub escalation_level: i32,
+    /// The customer's tier at filing.
+    pub customer_tier: Option<ValueTier>,
+    /// Id in another system.
+    pub external_ref: Option<String>,
+    /// When it was filed.
+    pub filed_at: DateTime<Utc>,
+    /// The first resolution.
+    pub first_resolved_at: Option<DateTime<Utc>>,
+    /// The latest resolution.
+    pub last_resolved_at: Option<DateTime<Utc>>,
+    /// The request it was merged into.
+    pub merged_into: Option<Uuid>,
+    /// Waiting for the customer.
+    pub paused: bool,
+    /// The promised callback time, while pending.
+    pub callback_due_at: Option<DateTime<Utc>>,
+}
+
+impl Listed {
+    /// The columns of a folded request (`None` before its filing): the same derivation as the
+    /// row the projection writes.
+    pub fn of(view: &RequestView) -> Option<Listed> {
+        let s = &view.state;
+        let filed = s.filed.as_ref()?;
+        let staff = |r: &Option<kefu_domain::values::StaffRef>| {
+            r.as_ref().map(|o| (o.id.as_str().to_string(), o.name.as_ref().map(|n| n.as_str().to_string())))
+        };
+        Some(Listed {
+            request_id: filed.request_id,
+            customer_id: filed.customer_id,
+            request_type: filed.request_type,
+            category: filed.category.as_str().to_string(),
+            priority: filed.priority,
+            channel: filed.channel,
+            subject: filed.subject.as_str().to_string(),
+            live: s.is_live(),
+            owner: staff(&s.owner),
+            assignee: staff(&s.assignee),
+            department: s.department.as_ref().map(|d| d.as_str().to_string()),
+            escalation_level: s.escalation_level as i32,
+            customer_tier: filed.customer_tier,
+            external_ref: filed.external_ref.as_ref().map(|r| r.as_str().to_string()),
+            filed_at: filed.filed_at,
+            first_resolved_at: s.first_resolved_at,
+            last_resolved_at: s.last_resolved_at,
+            merged_into: s.merged_into,
+            paused: s.paused_since.is_some(),
+            callback_due_at: Derived::of(s).callback_due,
+        })
+    }
+
+    fn from_row(row: &PgRow) -> Result<Listed, sqlx::Error> {
+        let staff = |id: &str, name: &str| -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+            let id: Option<String> = row.try_get(id)?;
+            Ok(match id {
+                Some(id) => Some((id, row.try_get(name)?)),
+                None => None,
+            })
+        };
+        let tier: Option<String> = row.try_get("customer_tier")?;
+        Ok(Listed {
+            request_id: row.try_get("request_id")?,
+            customer_id: row.try_get("customer_id")?,
+            request_type: vocab_column(row, "request_type")?,
+            category: row.try_get("category")?,
+            priority: vocab_column(row, "priority")?,
+            channel: vocab_column(row, "channel")?,
+            subject: row.try_get("subject")?,
+            live: row.try_get("live")?,
+            owner: staff("owner_id", "owner_name")?,
+            assignee: staff("assignee_id", "assignee_name")?,
+            department: row.try_get("department")?,
+            escalation_level: row.try_get("escalation_level")?,
+            customer_tier: match tier {
+                Some(_) => Some(vocab_column(row, "customer_tier")?),
+                None => None,
+            },
+            external_ref: row.try_get("external_ref")?,
+            filed_at: row.try_get("filed_at")?,
+            first_resolved_at: row.try_get("first_resolved_at")?,
+            last_resolved_at: row.try_get("last_resolved_at")?,
+            merged_into: row.try_get("merged_into")?,
+            paused: row.try_get("paused")?,
+            callback_due_at: row.try_get("callback_due_at")?,
+        })
+    }
+}
+
+/// A request's folded aggregate: the stored JSON, decoded on first use (at most once, shared by
+/// every clone).
+#[derive(Clone)]
+pub struct LazyAggregate(Arc<Lazy>);
+
+struct Lazy {
+    request_id: Uuid,
+    text: String,
+    decoded: OnceLock<Result<ServiceRequest, String>>,
+}
+
+impl LazyAggregate {
+    fn stored(request_id: Uuid, text: String) -> Self {
+        LazyAggregate(Arc::new(Lazy { request_id, text, decoded: OnceLock::new() }))
+    }
+
+    fn folded(request_id: Uuid, state: ServiceRequest) -> Self {
+        LazyAggregate(Arc::new(Lazy { request_id, text: String::new(), decoded: OnceLock::from(Ok(state)) }))
+    }
+
+    /// The aggregate; an error names the request whose stored aggregate does not decode.
+    pub fn get(&self) -> Result<&ServiceRequest, ProjectionError> {
+        let lazy = &*self.0;
+        lazy.decoded.get_or_init(|| serde_json::from_str(&lazy.text).map_err(|e| e.to_string())).as_ref().map_err(|e| {
+            ProjectionError::Other(format!("the stored aggregate of request {} does not decode: {e}", lazy.request_id))
+        })
+    }
+
+    /// Whether it has been decoded (or was folded in memory).
+    pub fn is_decoded(&self) -> bool {
+        self.0.decoded.get().is_some()
+    }
+}
+
+impl std::fmt::Debug for LazyAggregate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.decoded.get() {
+            Some(Ok(state)) => state.fmt(f),
+            _ => write!(f, "Aggregate({} bytes of JSON, not decoded)", self.0.text.len()),
+        }
+    }
+}
+
+/// A request as reads find it: its listed columns and derived facts, and its aggregate.
+#[derive(Debug, Clone)]
+pub struct StoredRequest {
+    /// The listed columns.
+    pub listed: Listed,
+    /// What the read model derives beside the aggregate.
+    pub facts: RequestFacts,
+    /// The folded aggregate, for what only it holds (clocks, filing details, reporters…).
+    pub aggregate: LazyAggregate,
+}
+
+impl StoredRequest {
+    /// A row of `requests` (selected with the read model's column list).
+    pub(super) fn from_row(row: &PgRow) -> Result<StoredRequest, sqlx::Error> {
+        let listed = Listed::from_row(row)?;
+        let aggregate = LazyAggregate::stored(listed.request_id, row.try_get("state_json")?);
+        Ok(StoredRequest { facts: facts_from(row)?, aggregate, listed })
+    }
+
+    /// A request folded in memory (`serviceRequest(asOf:)`); `None` before its filing.
+    pub fn folded(view: RequestView) -> Option<StoredRequest> {
+        let listed = Listed::of(&view)?;
+        Some(StoredRequest {
+            aggregate: LazyAggregate::folded(listed.request_id, view.state),
+            facts: view.facts,
+            listed,
+        })
+    }
+}
+
+/// Equal when they show the same request: the same columns, facts and aggregate.
+impl PartialEq for StoredRequest {
+    fn eq(&self, other: &Self) -> bool {
+        self.listed == other.listed
+            && self.facts == other.facts
+            && match (self.aggregate.get(), other.aggregate.get()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            }
+    }
+}

@@ -13,12 +13,17 @@ use std::{
     time::Duration,
 };
 
-use kefu_app::{Actor, ActorKind, CommandMeta, CommandService, RecordedEvent, service_requests::RequestDraft};
+use kefu_app::{
+    Actor, ActorKind, CommandMeta, CommandService, RecordedEvent, service_requests::RequestDraft, surveys::SurveyDraft,
+};
 use kefu_contract::Contract;
 use kefu_domain::{
     customer::{CustomerCommand, examples},
-    values::{Category, Name, Subject},
-    vocab::{Channel, Priority, RequestType},
+    interaction::{InteractionCommand, examples as interactions},
+    survey::examples as surveys,
+    survey_template::{SurveyTemplateCommand, examples as templates},
+    values::{Category, Label, Name, Subject},
+    vocab::{Channel, Priority, RequestType, SurveyTrigger},
 };
 use kefu_gateway::{Gateway, GatewayConfig, auth::AuthConfig};
 use kefu_projections::{
@@ -26,6 +31,7 @@ use kefu_projections::{
     apply::{Record, apply_batch},
     customer360::Customer360,
     registry::{self, Status},
+    satisfaction::Satisfaction,
     service_requests::ServiceRequests,
 };
 use kefu_store::{PgEventStore, migrate};
@@ -117,7 +123,8 @@ struct Desk {
 const CUSTOMERS: usize = 25;
 const REQUESTS: usize = 120;
 
-/// 25 customers with 120 requests between them, both read models built, a gateway serving.
+/// 25 customers with 120 requests between them, contacts on two channels and surveys (every
+/// other customer; some answered), three read models built, a gateway serving.
 async fn desk() -> anyhow::Result<Desk> {
     count_statements();
     let db = kefu_testkit::fresh_database().await?;
@@ -153,8 +160,44 @@ async fn desk() -> anyhow::Result<Desk> {
         };
         service.open_request(draft, CommandMeta::by(agent())).await?;
     }
+    for (i, (customer, _)) in customers.iter().enumerate() {
+        for n in 0..(i % 4) {
+            let mut log = interactions::log_phone_call();
+            log.interaction_id = Uuid::now_v7();
+            log.customer_id = *customer;
+            log.channel = if n % 2 == 0 { Channel::Phone } else { Channel::Email };
+            service.interaction(InteractionCommand::Log(log), CommandMeta::by(agent())).await?;
+        }
+    }
+    let template = templates::TEMPLATE_ID;
+    let define = SurveyTemplateCommand::Define { template_id: template, content: templates::after_service() };
+    service.survey_template(template, define, CommandMeta::by(agent())).await?;
+    service.survey_template(template, SurveyTemplateCommand::Publish { version: 1 }, CommandMeta::by(agent())).await?;
+    for (i, (customer, _)) in customers.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        let survey_id = Uuid::now_v7();
+        let draft = SurveyDraft {
+            survey_id: Some(survey_id),
+            template_id: template,
+            template_version: None,
+            customer_id: *customer,
+            request_id: None,
+            department: None,
+            trigger: SurveyTrigger::Campaign,
+            campaign: Some(Label::parse("campaign", "2026Q4")?),
+            policy_id: None,
+            channel: Some(Channel::Email),
+            expires_after_hours: 72,
+            remind_after_hours: vec![],
+            follow_up: None,
+            require_consent: false,
+        };
+        service.send_survey(draft, CommandMeta::by(agent())).await?;
+        if i % 4 == 0 {
+            service.record_survey_response(survey_id, surveys::happy(), true, None, CommandMeta::by(agent())).await?;
+        }
+    }
     let events = store.read_after(0, 100_000).await?;
-    let projections: [&dyn Projection; 2] = [&Customer360, &ServiceRequests];
+    let projections: [&dyn Projection; 3] = [&Customer360, &ServiceRequests, &Satisfaction];
     for p in projections {
         let generation = registry::create(&db.pool, p, "reads-test", Status::Active).await?;
         apply_batch(&db.pool, p, &generation, &records(&events)).await?;
@@ -207,6 +250,15 @@ const BACKLOG_WITH_TOTALS: &str = "query($first: Int!) { complaintBacklog(first:
 
 const CUSTOMER_360: &str = "query($id: ID!) { customer(id: $id) { name interactionCount \
     serviceRequests(first: 10) { edges { node { state subject customer { name } } } } } }";
+
+const CUSTOMERS_WITH_THEIR_LISTS: &str = "query($first: Int!) { customers(first: $first) { edges { node { \
+    customerId ...Lists } } } }
+    fragment Lists on Customer { contactsByChannel { channel count } interactions(first: 2) { edges { node { \
+    interactionId customerId } } } surveys(first: 3) { surveyId state } satisfaction { surveyId overall } }";
+
+const ONE_CUSTOMER_WITH_THEIR_LISTS: &str = "query($id: ID!) { customer(id: $id) { customerId ...Lists } }
+    fragment Lists on Customer { contactsByChannel { channel count } interactions(first: 2) { edges { node { \
+    interactionId customerId } } } surveys(first: 3) { surveyId state } satisfaction { surveyId overall } }";
 
 const CUSTOMERS_WITH_REQUESTS: &str = "query($first: Int!) { customers(first: $first) { edges { node { \
     customerId name serviceRequests(first: 3) { edges { node { subject customer { customerId } } } } } } } }";
@@ -268,6 +320,37 @@ async fn a_page_of_requests_with_their_customers_costs_the_same_few_statements_a
             assert!(theirs.iter().all(|r| r["node"]["customer"]["customerId"] == id), "their own requests");
         }
         assert_eq!(statements, 3, "{first} customers, their requests, the requests' customers");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_page_of_customers_with_their_contacts_and_surveys_costs_the_same_few_statements_at_any_size()
+-> anyhow::Result<()> {
+    let desk = desk().await?;
+    futures::future::try_join_all((0..4).map(|_| desk.query(CUSTOMERS_WITH_THEIR_LISTS, json!({"first": 1})))).await?;
+    // Each customer alone: what the page must show for them.
+    let mut alone = HashMap::new();
+    for (id, _) in &desk.customers {
+        let (data, _) = desk.query(ONE_CUSTOMER_WITH_THEIR_LISTS, json!({"id": id})).await?;
+        alone.insert(id.to_string(), data["customer"].clone());
+    }
+    let answered = alone.values().filter(|c| !c["satisfaction"].as_array().unwrap().is_empty()).count();
+    let surveyed = alone.values().filter(|c| !c["surveys"].as_array().unwrap().is_empty()).count();
+    let contacted = alone.values().filter(|c| !c["interactions"]["edges"].as_array().unwrap().is_empty()).count();
+    assert_eq!((answered, surveyed, contacted), (7, 13, 18), "the desk's data");
+
+    for first in [5, CUSTOMERS] {
+        let (data, statements) = desk.query(CUSTOMERS_WITH_THEIR_LISTS, json!({"first": first})).await?;
+        let edges = data["customers"]["edges"].as_array().unwrap();
+        assert_eq!(edges.len(), first);
+        for e in edges {
+            let id = e["node"]["customerId"].as_str().unwrap();
+            assert_eq!(e["node"], alone[id], "customer {id} in a page shows what they show alone");
+        }
+        // The page; then for all its customers at once: contacts per channel, timelines,
+        // surveys, those surveys' answers and templates, trajectories.
+        assert_eq!(statements, 7, "{first} customers with their lists");
     }
     Ok(())
 }

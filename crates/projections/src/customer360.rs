@@ -1,7 +1,7 @@
 //! The customer 360 view: profile, classification, contacts, account manager, consents, the
 //! interaction timeline, counts by channel, last contact and first-contact resolution.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -855,14 +855,53 @@ pub async fn timeline(
 
 /// Contacts per channel, most used first.
 pub async fn channel_counts(conn: &mut PgConnection, customer_id: Uuid) -> Result<Vec<(String, i32)>, ProjectionError> {
+    Ok(channel_counts_of(conn, &[customer_id]).await?.remove(&customer_id).unwrap_or_default())
+}
+
+/// [`channel_counts`] of many customers in one statement (for batching under a list).
+pub async fn channel_counts_of(
+    conn: &mut PgConnection,
+    customer_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<(String, i32)>>, ProjectionError> {
     let rows = sqlx::query(
-        "SELECT channel, contacts FROM channel_counts WHERE customer_id = $1 ORDER BY contacts DESC, channel",
+        "SELECT customer_id, channel, contacts FROM channel_counts WHERE customer_id = ANY($1) \
+         ORDER BY customer_id, contacts DESC, channel",
     )
-    .bind(customer_id)
+    .bind(customer_ids)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("channel")?, r.try_get("contacts")?)))
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+    let mut out: HashMap<Uuid, Vec<(String, i32)>> = customer_ids.iter().map(|id| (*id, Vec::new())).collect();
+    for r in &rows {
+        out.entry(r.try_get("customer_id")?).or_default().push((r.try_get("channel")?, r.try_get("contacts")?));
+    }
+    Ok(out)
+}
+
+/// The first page of many customers' timelines, newest first, in one statement (for batching
+/// under a list): each customer's first `first` interactions and whether more follow.
+pub async fn timelines(
+    conn: &mut PgConnection,
+    customer_ids: &[Uuid],
+    first: i64,
+) -> Result<HashMap<Uuid, (Vec<InteractionView>, bool)>, ProjectionError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT i.* FROM unnest($1::uuid[]) AS c(customer_id) \
+         CROSS JOIN LATERAL (SELECT {INTERACTION_COLUMNS} FROM interactions q WHERE q.customer_id = c.customer_id \
+                             ORDER BY occurred_at DESC, interaction_id DESC LIMIT $2) i"
+    )))
+    .bind(customer_ids)
+    .bind(first + 1)
+    .fetch_all(conn)
+    .await?;
+    let mut out: HashMap<Uuid, (Vec<InteractionView>, bool)> =
+        customer_ids.iter().map(|id| (*id, (Vec::new(), false))).collect();
+    for row in &rows {
+        let i = interaction_from_row(row)?;
+        out.entry(i.customer_id).or_default().0.push(i);
+    }
+    for (page, more) in out.values_mut() {
+        *more = page.len() as i64 > first;
+        page.truncate(first as usize);
+    }
+    Ok(out)
 }

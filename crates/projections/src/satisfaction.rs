@@ -924,6 +924,28 @@ pub async fn surveys_of_customer(
     survey_rows(conn, "s.customer_id = $1", customer_id, limit).await
 }
 
+/// [`surveys_of_customer`] of many customers in one statement (for batching under a list).
+pub async fn surveys_of_customers(
+    conn: &mut PgConnection,
+    customer_ids: &[Uuid],
+    limit: i64,
+) -> Result<HashMap<Uuid, Vec<SurveyView>>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT s.* FROM unnest($1::uuid[]) AS c(customer_id) \
+         CROSS JOIN LATERAL (SELECT q.*, to_jsonb(q) AS j FROM surveys q WHERE q.customer_id = c.customer_id \
+                             ORDER BY q.sent_at DESC, q.survey_id LIMIT $2) s",
+    )
+    .bind(customer_ids)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: HashMap<Uuid, Vec<SurveyView>> = customer_ids.iter().map(|id| (*id, Vec::new())).collect();
+    for view in surveys_from(conn, rows).await? {
+        out.entry(view.customer_id).or_default().push(view);
+    }
+    Ok(out)
+}
+
 /// One point of a customer's satisfaction over time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrajectoryPoint {
@@ -942,43 +964,82 @@ pub async fn customer_trajectory(
     conn: &mut PgConnection,
     customer_id: Uuid,
 ) -> Result<Vec<TrajectoryPoint>, ProjectionError> {
-    let mut out = Vec::new();
-    let ids: Vec<(Uuid, Option<Uuid>, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT survey_id, request_id, responded_at FROM surveys WHERE customer_id = $1 AND responded_at IS NOT NULL \
-         ORDER BY responded_at, survey_id",
+    Ok(customer_trajectories(conn, &[customer_id]).await?.remove(&customer_id).unwrap_or_default())
+}
+
+/// [`customer_trajectory`] of many customers in one statement: the answered surveys with their
+/// answers and the template items that score them.
+pub async fn customer_trajectories(
+    conn: &mut PgConnection,
+    customer_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<TrajectoryPoint>>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT s.customer_id, s.survey_id, s.request_id, s.responded_at, s.template_id, s.template_version, \
+                a.question, a.value, i.kind, i.dimension, i.expectation, i.leaf_weight \
+         FROM surveys s \
+         LEFT JOIN answers a ON a.survey_id = s.survey_id AND a.value IS NOT NULL \
+         LEFT JOIN template_items i \
+           ON i.template_id = s.template_id AND i.version = s.template_version AND i.question = a.question \
+         WHERE s.customer_id = ANY($1) AND s.responded_at IS NOT NULL \
+         ORDER BY s.customer_id, s.responded_at, s.survey_id",
     )
-    .bind(customer_id)
+    .bind(customer_ids)
     .fetch_all(&mut *conn)
     .await?;
-    let infos = item_infos(conn).await?;
-    for (survey_id, request_id, responded_at) in ids {
-        let rows = sqlx::query(
-            "SELECT s.template_id, s.template_version, a.question, a.value FROM answers a JOIN surveys s USING (survey_id) \
-             WHERE a.survey_id = $1 AND a.value IS NOT NULL",
-        )
-        .bind(survey_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut stats = Vec::new();
-        let mut template = (Uuid::nil(), 0u32);
-        for r in rows {
-            let t: Uuid = r.try_get("template_id")?;
-            let v: i32 = r.try_get("template_version")?;
-            let q: String = r.try_get("question")?;
-            template = (t, v as u32);
-            let Some(info) = infos.get(&(t, v, q.clone())) else { continue };
-            stats.push(ItemStats {
-                template,
-                question: q,
-                kind: info.kind,
-                dimension: info.dimension.clone(),
-                expectation: info.expectation,
-                leaf_weight: info.leaf_weight,
-                counts: [(r.try_get::<i32, _>("value")?, 1)].into_iter().collect(),
+    /// One answered survey while its rows are read.
+    struct Open {
+        customer_id: Uuid,
+        survey_id: Uuid,
+        request_id: Option<Uuid>,
+        responded_at: DateTime<Utc>,
+        template: (Uuid, u32),
+        stats: Vec<ItemStats>,
+    }
+    fn close(open: Open, out: &mut HashMap<Uuid, Vec<TrajectoryPoint>>) {
+        let responses: BTreeMap<(Uuid, u32), u64> = [(open.template, 1)].into_iter().collect();
+        out.entry(open.customer_id).or_default().push(TrajectoryPoint {
+            survey_id: open.survey_id,
+            request_id: open.request_id,
+            responded_at: open.responded_at,
+            indices: indices(&open.stats, &responses),
+        });
+    }
+    let mut out: HashMap<Uuid, Vec<TrajectoryPoint>> = customer_ids.iter().map(|id| (*id, Vec::new())).collect();
+    let mut open: Option<Open> = None;
+    for r in rows {
+        let survey_id: Uuid = r.try_get("survey_id")?;
+        if open.as_ref().is_none_or(|o| o.survey_id != survey_id) {
+            if let Some(done) = open.take() {
+                close(done, &mut out);
+            }
+            open = Some(Open {
+                customer_id: r.try_get("customer_id")?,
+                survey_id,
+                request_id: r.try_get("request_id")?,
+                responded_at: r.try_get("responded_at")?,
+                // A survey without answers scores against no template.
+                template: (Uuid::nil(), 0),
+                stats: Vec::new(),
             });
         }
-        let responses: BTreeMap<(Uuid, u32), u64> = [(template, 1)].into_iter().collect();
-        out.push(TrajectoryPoint { survey_id, request_id, responded_at, indices: indices(&stats, &responses) });
+        let Some(o) = open.as_mut() else { continue };
+        let Some(question) = r.try_get::<Option<String>, _>("question")? else { continue };
+        o.template = (r.try_get("template_id")?, r.try_get::<i32, _>("template_version")? as u32);
+        let Some(kind) = r.try_get::<Option<String>, _>("kind")?.and_then(|k| k.parse::<QuestionKind>().ok()) else {
+            continue;
+        };
+        o.stats.push(ItemStats {
+            template: o.template,
+            question,
+            kind,
+            dimension: r.try_get("dimension")?,
+            expectation: r.try_get("expectation")?,
+            leaf_weight: r.try_get("leaf_weight")?,
+            counts: [(r.try_get::<i32, _>("value")?, 1)].into_iter().collect(),
+        });
+    }
+    if let Some(done) = open.take() {
+        close(done, &mut out);
     }
     Ok(out)
 }

@@ -356,10 +356,7 @@ impl Customer {
                 counts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
                 counts
             }
-            None => {
-                let mut tx = read(ctx).await?;
-                customer360::channel_counts(&mut tx, self.0.customer_id).await.map_err(errors::projection)?
-            }
+            None => super::loaders::channel_counts(ctx, self.0.customer_id).await?,
         };
         Ok(counts
             .into_iter()
@@ -458,6 +455,7 @@ impl Customer {
                     .cloned();
                 page(items, first)
             }
+            None if after.is_none() => super::loaders::timeline(ctx, self.0.customer_id, first).await?,
             None => {
                 let mut tx = read(ctx).await?;
                 customer360::timeline(&mut tx, self.0.customer_id, first, after.map(|c| (c.at, c.id)))

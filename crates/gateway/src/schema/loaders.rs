@@ -7,7 +7,8 @@
 //! at once) takes another one from the pool rather than wait.
 //!
 //! [`Loaders`]: batched reads of nested objects (no N+1): a request's customer, a survey's
-//! request, a request's survey, a survey's template, a customer's first page of requests. Each
+//! request, a request's survey, a survey's template, a customer's first page of requests, of
+//! interactions and of surveys, their contacts per channel and satisfaction trajectory. Each
 //! kind is loaded for every item of a list in one statement; outside lists, or without
 //! loaders (a schema run outside the HTTP handler), each object is read on its own.
 
@@ -19,8 +20,8 @@ use async_graphql::{
 };
 use kefu_projections::{
     ProjectionError, ReadModels,
-    customer360::{self, CustomerView},
-    satisfaction::{self, SurveyView, TemplateRow},
+    customer360::{self, CustomerView, InteractionView},
+    satisfaction::{self, SurveyView, TemplateRow, TrajectoryPoint},
     service_requests::{self, RequestPage, StoredRequest},
 };
 use sqlx::{PgConnection, Postgres, pool::PoolConnection};
@@ -120,6 +121,18 @@ pub struct SurveyOfRequestKey(pub Uuid);
 /// A template version.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TemplateKey(pub Uuid, pub i32);
+/// The first page of a customer's interaction timeline, newest first (page size).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimelineKey(pub Uuid, pub i64);
+/// A customer's contacts per channel.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChannelCountsKey(pub Uuid);
+/// A customer's newest surveys (how many).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SurveysOfCustomerKey(pub Uuid, pub i64);
+/// A customer's satisfaction trajectory.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrajectoryKey(pub Uuid);
 /// The first page of a customer's requests, newest first.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequestsOfCustomerKey {
@@ -220,6 +233,74 @@ impl Loader<RequestsOfCustomerKey> for ReadLoader {
     }
 }
 
+/// Groups keys that differ only by a page size, so a list (which asks for one size) costs
+/// one statement per size.
+fn by_size<K: Copy>(keys: &[K], parts: impl Fn(K) -> (Uuid, i64)) -> HashMap<i64, Vec<Uuid>> {
+    let mut sizes: HashMap<i64, Vec<Uuid>> = HashMap::new();
+    for k in keys {
+        let (id, size) = parts(*k);
+        sizes.entry(size).or_default().push(id);
+    }
+    sizes
+}
+
+impl Loader<TimelineKey> for ReadLoader {
+    type Value = (Vec<InteractionView>, bool);
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[TimelineKey]) -> Result<HashMap<TimelineKey, Self::Value>, LoadError> {
+        let mut conn = self.reads.read(customer360::NAME).await?;
+        let mut out = HashMap::new();
+        for (first, customers) in by_size(keys, |k| (k.0, k.1)) {
+            let pages = customer360::timelines(&mut conn, &customers, first).await?;
+            out.extend(pages.into_iter().map(|(customer, page)| (TimelineKey(customer, first), page)));
+        }
+        Ok(out)
+    }
+}
+
+impl Loader<ChannelCountsKey> for ReadLoader {
+    type Value = Vec<(String, i32)>;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[ChannelCountsKey]) -> Result<HashMap<ChannelCountsKey, Self::Value>, LoadError> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let mut conn = self.reads.read(customer360::NAME).await?;
+        let counts = customer360::channel_counts_of(&mut conn, &ids).await?;
+        Ok(counts.into_iter().map(|(id, c)| (ChannelCountsKey(id), c)).collect())
+    }
+}
+
+impl Loader<SurveysOfCustomerKey> for ReadLoader {
+    type Value = Vec<SurveyView>;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[SurveysOfCustomerKey],
+    ) -> Result<HashMap<SurveysOfCustomerKey, Self::Value>, LoadError> {
+        let mut conn = self.reads.read(satisfaction::NAME).await?;
+        let mut out = HashMap::new();
+        for (first, customers) in by_size(keys, |k| (k.0, k.1)) {
+            let surveys = satisfaction::surveys_of_customers(&mut conn, &customers, first).await?;
+            out.extend(surveys.into_iter().map(|(customer, s)| (SurveysOfCustomerKey(customer, first), s)));
+        }
+        Ok(out)
+    }
+}
+
+impl Loader<TrajectoryKey> for ReadLoader {
+    type Value = Vec<TrajectoryPoint>;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[TrajectoryKey]) -> Result<HashMap<TrajectoryKey, Self::Value>, LoadError> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let mut conn = self.reads.read(satisfaction::NAME).await?;
+        let points = satisfaction::customer_trajectories(&mut conn, &ids).await?;
+        Ok(points.into_iter().map(|(id, p)| (TrajectoryKey(id), p)).collect())
+    }
+}
+
 fn unshared(e: LoadError) -> async_graphql::Error {
     errors::projection(match Arc::try_unwrap(e) {
         Ok(e) => e,
@@ -284,6 +365,26 @@ pub async fn template(ctx: &Context<'_>, id: Uuid, version: i32) -> Result<Optio
     one(ctx, TemplateKey(id, version)).await
 }
 
+/// The first page of a customer's interaction timeline, newest first.
+pub async fn timeline(ctx: &Context<'_>, customer: Uuid, first: i64) -> Result<(Vec<InteractionView>, bool)> {
+    Ok(one(ctx, TimelineKey(customer, first)).await?.unwrap_or_default())
+}
+
+/// A customer's contacts per channel, most used first.
+pub async fn channel_counts(ctx: &Context<'_>, customer: Uuid) -> Result<Vec<(String, i32)>> {
+    Ok(one(ctx, ChannelCountsKey(customer)).await?.unwrap_or_default())
+}
+
+/// A customer's newest surveys.
+pub async fn surveys_of_customer(ctx: &Context<'_>, customer: Uuid, first: i64) -> Result<Vec<SurveyView>> {
+    Ok(one(ctx, SurveysOfCustomerKey(customer, first)).await?.unwrap_or_default())
+}
+
+/// A customer's answered surveys, oldest first, with their indices.
+pub async fn trajectory(ctx: &Context<'_>, customer: Uuid) -> Result<Vec<TrajectoryPoint>> {
+    Ok(one(ctx, TrajectoryKey(customer)).await?.unwrap_or_default())
+}
+
 /// The first page of a customer's requests, newest first.
 pub async fn requests_of_customer(
     ctx: &Context<'_>,
@@ -292,4 +393,34 @@ pub async fn requests_of_customer(
     first: i64,
 ) -> Result<RequestPage> {
     Ok(one(ctx, RequestsOfCustomerKey { customer, include_closed, first }).await?.unwrap_or_default())
+}
+
+/// Many objects of one kind at once: through the request's loaders when in a list (one batch
+/// with the siblings'), otherwise in one read of their own.
+async fn many<K>(ctx: &Context<'_>, keys: Vec<K>) -> Result<HashMap<K, <ReadLoader as Loader<K>>::Value>>
+where
+    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
+    ReadLoader: Loader<K, Error = LoadError>,
+{
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    match ctx.data_opt::<Loaders>().filter(|_| in_a_list(ctx)) {
+        Some(loaders) => loaders.load_many(keys).await.map_err(unshared),
+        None => {
+            let reads = match ctx.data_opt::<Arc<RequestReads>>() {
+                Some(r) => r.clone(),
+                None => Arc::new(RequestReads::new(super::common::state(ctx).reads.clone())),
+            };
+            ReadLoader { reads }.load(&keys).await.map_err(unshared)
+        }
+    }
+}
+
+/// Template versions, all in one read.
+pub async fn templates(ctx: &Context<'_>, keys: Vec<(Uuid, i32)>) -> Result<HashMap<(Uuid, i32), TemplateRow>> {
+    let mut keys: Vec<TemplateKey> = keys.into_iter().map(|(id, v)| TemplateKey(id, v)).collect();
+    keys.sort_unstable_by_key(|k| (k.0, k.1));
+    keys.dedup();
+    Ok(many(ctx, keys).await?.into_iter().map(|(k, t)| ((k.0, k.1), t)).collect())
 }

@@ -611,8 +611,16 @@ pub async fn load(ctx: &Context<'_>, id: Uuid) -> Result<Option<Survey>> {
 }
 
 /// Surveys with their templates (every template of the list read in one batch).
+/// Surveys with their templates (one read for all the templates).
 async fn with_templates(ctx: &Context<'_>, views: Vec<read::SurveyView>) -> Result<Vec<Survey>> {
-    futures::future::try_join_all(views.into_iter().map(|v| with_template(ctx, v))).await
+    let templates = super::loaders::templates(ctx, views.iter().map(|v| v.template).collect()).await?;
+    Ok(views
+        .into_iter()
+        .map(|view| {
+            let template = templates.get(&view.template).map(|t| t.content.clone());
+            Survey { view, template }
+        })
+        .collect())
 }
 
 async fn with_template(ctx: &Context<'_>, view: read::SurveyView) -> Result<Survey> {
@@ -630,9 +638,7 @@ pub async fn of_request(ctx: &Context<'_>, request_id: Uuid) -> Result<Option<Su
 
 /// A customer's surveys (for the customer 360).
 pub async fn of_customer(ctx: &Context<'_>, customer_id: Uuid, first: i64) -> Result<Vec<Survey>> {
-    let mut tx = read_conn(ctx).await?;
-    let views = read::surveys_of_customer(&mut tx, customer_id, first).await.map_err(errors::projection)?;
-    drop(tx);
+    let views = super::loaders::surveys_of_customer(ctx, customer_id, first).await?;
     with_templates(ctx, views).await
 }
 
@@ -659,8 +665,7 @@ pub struct SatisfactionPoint {
 
 /// A customer's satisfaction over time, oldest first (for the customer 360).
 pub async fn trajectory(ctx: &Context<'_>, customer_id: Uuid) -> Result<Vec<SatisfactionPoint>> {
-    let mut tx = read_conn(ctx).await?;
-    let points = read::customer_trajectory(&mut tx, customer_id).await.map_err(errors::projection)?;
+    let points = super::loaders::trajectory(ctx, customer_id).await?;
     Ok(points
         .into_iter()
         .map(|p| {

@@ -14,9 +14,6 @@ use futures::future::BoxFuture;
 use kefu_app::RecordedEvent;
 use kefu_domain::{
     satisfaction::{Indices, ItemStats, indices},
-    satisfaction_monitor::SatisfactionMonitorEvent,
-    survey::SurveyEvent,
-    survey_template::SurveyTemplateEvent,
     vocab::QuestionKind,
 };
 use serde_json::Value;
@@ -24,6 +21,8 @@ use sqlx::{PgConnection, Row, types::Json};
 use uuid::Uuid;
 
 use crate::{Projection, ProjectionError};
+
+mod rows;
 
 /// The projection.
 #[derive(Debug, Clone, Copy, Default)]
@@ -164,228 +163,20 @@ impl Projection for Satisfaction {
         conn: &'a mut PgConnection,
         event: &'a RecordedEvent,
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
-        Box::pin(async move {
-            match event.stream_type.as_str() {
-                "survey_template" => apply_template(conn, event, &event.decode()?).await,
-                "survey" => apply_survey(conn, event, &event.decode()?).await,
-                "satisfaction_monitor" => apply_monitor(conn, &event.decode()?).await,
-                _ => Ok(()),
-            }
-        })
+        Box::pin(async move { rows::apply_many(conn, &[event]).await })
     }
-}
 
-async fn apply_template(
-    conn: &mut PgConnection,
-    e: &RecordedEvent,
-    event: &SurveyTemplateEvent,
-) -> Result<(), ProjectionError> {
-    match event {
-        SurveyTemplateEvent::SurveyTemplateDefined(d) => {
-            let leaves = d.content.leaves().map_err(|err| ProjectionError::Poison(err.to_string()))?;
-            sqlx::query(
-                "INSERT INTO templates (template_id, version, name, audience, content, defined_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (template_id, version) DO UPDATE SET name = EXCLUDED.name, audience = EXCLUDED.audience, \
-                   content = EXCLUDED.content, defined_at = EXCLUDED.defined_at",
-            )
-            .bind(d.template_id)
-            .bind(d.version as i32)
-            .bind(d.content.name.as_str())
-            .bind(d.content.audience.as_str())
-            .bind(Json(&d.content))
-            .bind(e.occurred_at)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query("DELETE FROM template_items WHERE template_id = $1 AND version = $2")
-                .bind(d.template_id)
-                .bind(d.version as i32)
-                .execute(&mut *conn)
-                .await?;
-            for (i, q) in d.content.questions.iter().enumerate() {
-                let leaf = leaves.iter().find(|l| l.question == q.code);
-                sqlx::query(
-                    "INSERT INTO template_items (template_id, version, question, position, kind, dimension, expectation, \
-                       leaf_weight, indicator, indicator_path, department) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(d.template_id)
-                .bind(d.version as i32)
-                .bind(q.code.as_str())
-                .bind(i as i32)
-                .bind(q.kind.as_str())
-                .bind(q.dimension.as_ref().map(|x| x.as_str()))
-                .bind(q.expectation_of.is_some())
-                .bind(leaf.map(|l| l.weight))
-                .bind(leaf.map(|l| l.indicator.as_str()))
-                .bind(leaf.map(|l| l.path.as_str()))
-                .bind(leaf.map(|l| l.department.as_str()))
-                .execute(&mut *conn)
-                .await?;
-            }
-        }
-        SurveyTemplateEvent::SurveyTemplatePublished(p) => {
-            sqlx::query("UPDATE templates SET published = true WHERE template_id = $1 AND version = $2")
-                .bind(p.template_id)
-                .bind(p.version as i32)
-                .execute(&mut *conn)
-                .await?;
-        }
+    fn apply_all<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [&'a RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(rows::apply_many(conn, events))
     }
-    Ok(())
-}
 
-async fn apply_survey(conn: &mut PgConnection, e: &RecordedEvent, event: &SurveyEvent) -> Result<(), ProjectionError> {
-    let id = e.stream_id;
-    let touch = |sql: &'static str| sqlx::query(sql).bind(id).bind(e.stream_version).bind(e.global_position);
-    match event {
-        SurveyEvent::SurveySent(s) => {
-            let c = &s.context;
-            sqlx::query(
-                "INSERT INTO surveys (survey_id, template_id, template_version, audience, customer_id, request_id, \
-                   request_type, category, request_channel, agent_id, agent_name, department, customer_tier, \
-                   customer_segment, trigger, campaign, policy_id, channel, sent_at, expires_at, reminders, \
-                   next_reminder_at, state, version, last_position) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-                   $21, $22, 'SENT', $23, $24)",
-            )
-            .bind(id)
-            .bind(s.template_id)
-            .bind(s.template_version as i32)
-            .bind(s.audience.as_str())
-            .bind(s.customer_id)
-            .bind(c.request_id)
-            .bind(c.request_type.map(|x| x.as_str()))
-            .bind(c.category.as_ref().map(|x| x.as_str()))
-            .bind(c.request_channel.map(|x| x.as_str()))
-            .bind(c.agent.as_ref().map(|a| a.id.as_str()))
-            .bind(c.agent.as_ref().and_then(|a| a.name.as_ref()).map(|n| n.as_str()))
-            .bind(c.department.as_ref().map(|x| x.as_str()))
-            .bind(c.customer_tier.map(|x| x.as_str()))
-            .bind(c.customer_segment.map(|x| x.as_str()))
-            .bind(s.trigger.as_str())
-            .bind(s.campaign.as_ref().map(|x| x.as_str()))
-            .bind(s.policy_id)
-            .bind(s.channel.as_str())
-            .bind(s.sent_at)
-            .bind(s.expires_at)
-            .bind(Json(&s.reminders))
-            .bind(s.reminders.first())
-            .bind(e.stream_version)
-            .bind(e.global_position)
-            .execute(&mut *conn)
-            .await?;
-        }
-        SurveyEvent::SurveyReminderSent(r) => {
-            touch(
-                "UPDATE surveys SET reminders_sent = $4, \
-                   next_reminder_at = (reminders ->> $4)::timestamptz, version = $2, last_position = $3 \
-                 WHERE survey_id = $1",
-            )
-            .bind(r.number as i32)
-            .execute(&mut *conn)
-            .await?;
-        }
-        SurveyEvent::SurveyResponseRecorded(r) => {
-            sqlx::query("DELETE FROM answers WHERE survey_id = $1").bind(id).execute(&mut *conn).await?;
-            for a in &r.answers {
-                sqlx::query("INSERT INTO answers (survey_id, question, value, text) VALUES ($1, $2, $3, $4)")
-                    .bind(id)
-                    .bind(a.question.as_str())
-                    .bind(a.value)
-                    .bind(a.text.as_ref().map(|t| t.as_str()))
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            touch(
-                "UPDATE surveys SET state = CASE WHEN $4 THEN 'COMPLETED' ELSE 'PARTIAL' END, responded_at = $5, \
-                   complete = $4, response_count = response_count + 1, response_channel = $6, \
-                   next_reminder_at = CASE WHEN $4 THEN NULL ELSE next_reminder_at END, \
-                   version = $2, last_position = $3 \
-                 WHERE survey_id = $1",
-            )
-            .bind(r.complete)
-            .bind(r.at)
-            .bind(r.channel.map(|c| c.as_str()))
-            .execute(&mut *conn)
-            .await?;
-        }
-        SurveyEvent::SurveyExpired(x) => {
-            touch(
-                "UPDATE surveys SET state = CASE WHEN state = 'PARTIAL' THEN 'PARTIAL' ELSE 'EXPIRED' END, \
-                   expired_at = $4, next_reminder_at = NULL, version = $2, last_position = $3 \
-                 WHERE survey_id = $1",
-            )
-            .bind(x.at)
-            .execute(&mut *conn)
-            .await?;
-        }
-        SurveyEvent::SurveyFollowUpOpened(f) => {
-            touch(
-                "UPDATE surveys SET follow_up = $4, follow_up_state = 'OPEN', follow_up_due_at = $5, \
-                   follow_up_department = $6, follow_up_assignee = $7, follow_up_request_id = $8, \
-                   version = $2, last_position = $3 \
-                 WHERE survey_id = $1",
-            )
-            .bind(Json(f))
-            .bind(f.due_at)
-            .bind(f.department.as_ref().map(|d| d.as_str()))
-            .bind(f.assignee.as_ref().map(|a| a.id.as_str()))
-            .bind(f.request_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        SurveyEvent::SurveyFollowUpCompleted(d) => {
-            touch(
-                "UPDATE surveys SET follow_up_done = $4, follow_up_state = 'DONE', version = $2, last_position = $3 \
-                 WHERE survey_id = $1",
-            )
-            .bind(Json(d))
-            .execute(&mut *conn)
-            .await?;
-        }
+    fn bulk(&self) -> Option<Box<dyn crate::bulk::BulkFold>> {
+        Some(Box::<rows::BulkSatisfaction>::default())
     }
-    Ok(())
-}
-
-async fn apply_monitor(conn: &mut PgConnection, event: &SatisfactionMonitorEvent) -> Result<(), ProjectionError> {
-    match event {
-        SatisfactionMonitorEvent::SatisfactionPeriodReviewed(r) => {
-            sqlx::query(
-                "INSERT INTO reviews (rule_id, label, starts_at, ends_at, groups, alerts, at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            )
-            .bind(r.rule_id)
-            .bind(r.label.as_str())
-            .bind(r.starts_at)
-            .bind(r.ends_at)
-            .bind(r.groups as i32)
-            .bind(r.alerts as i32)
-            .bind(r.at)
-            .execute(&mut *conn)
-            .await?;
-        }
-        SatisfactionMonitorEvent::SatisfactionAlertRaised(a) => {
-            sqlx::query(
-                "INSERT INTO alerts (rule_id, label, department, index_kind, period, previous_hundredths, \
-                   current_hundredths, previous_responses, current_responses, raised_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-            )
-            .bind(a.rule_id)
-            .bind(a.label.as_str())
-            .bind(a.drop.department.as_ref().map(|d| d.as_str()).unwrap_or(""))
-            .bind(a.index.as_str())
-            .bind(a.period.as_str())
-            .bind(a.drop.previous_hundredths)
-            .bind(a.drop.current_hundredths)
-            .bind(a.drop.previous_responses as i32)
-            .bind(a.drop.current_responses as i32)
-            .bind(a.at)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -734,14 +734,42 @@ impl Default for RequestFacts {
     }
 }
 
-/// What every read of `requests` selects: the aggregate as text (decoded by the caller, or
-/// only when needed) and the columns.
-const VIEW_COLUMNS: &str = "state_json::text AS state_json, request_id, customer_id, request_type, category, \
-    priority, priority_rank, channel, subject, state, live, owner_id, owner_name, assignee_id, assignee_name, \
-    department, escalation_level, escalation_name, incident_id, customer_tier, external_ref, filed_at, \
-    first_response_at, first_resolved_at, last_resolved_at, ended_at, root_cause, resolution, reopen_count, \
-    merged_into, return_visits, last_return_visit_satisfied, paused, callback_due_at, next_due_metric, next_due_at, \
-    next_warn_at, breached, version, last_position";
+/// The columns every read of `requests` selects beside the aggregate.
+macro_rules! listed_columns {
+    () => {
+        "request_id, customer_id, request_type, category, priority, priority_rank, channel, subject, state, live, \
+         owner_id, owner_name, assignee_id, assignee_name, department, escalation_level, escalation_name, \
+         incident_id, customer_tier, external_ref, filed_at, first_response_at, first_resolved_at, \
+         last_resolved_at, ended_at, root_cause, resolution, reopen_count, merged_into, return_visits, \
+         last_return_visit_satisfied, paused, callback_due_at, next_due_metric, next_due_at, next_warn_at, breached, \
+         version, last_position"
+    };
+}
+
+/// The columns and the aggregate as text (decoded by the caller, or only when needed).
+const VIEW_COLUMNS: &str = concat!("state_json::text AS state_json, ", listed_columns!());
+/// The columns only (the aggregate's few kB stay in the database).
+const LISTED_COLUMNS: &str = concat!("NULL::text AS state_json, ", listed_columns!());
+
+/// Whether a read of requests brings their aggregates along: a list whose selection shows only
+/// columns leaves them in the database (a reader that needs one after all reads it by id).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Aggregates {
+    /// Read each request's aggregate.
+    #[default]
+    Read,
+    /// Only the columns.
+    Skipped,
+}
+
+impl Aggregates {
+    fn columns(self) -> &'static str {
+        match self {
+            Aggregates::Read => VIEW_COLUMNS,
+            Aggregates::Skipped => LISTED_COLUMNS,
+        }
+    }
+}
 
 /// A name of a closed vocabulary as stored in a column, or a decoding error naming it.
 fn vocab_column<T: std::str::FromStr>(row: &sqlx::postgres::PgRow, column: &str) -> Result<T, sqlx::Error> {
@@ -998,8 +1026,9 @@ pub async fn backlog(
     order: BacklogOrder,
     first: i64,
     after: Option<&BacklogCursor>,
+    aggregates: Aggregates,
 ) -> Result<RequestPage, ProjectionError> {
-    let mut sql = Sql { text: format!("SELECT {VIEW_COLUMNS} FROM requests WHERE true"), n: 0 };
+    let mut sql = Sql { text: format!("SELECT {} FROM requests WHERE true", aggregates.columns()), n: 0 };
     let mut binds = where_clause(filter, &mut sql);
     let (time, time_dir, rank, rank_dir) = order_parts(order);
     let time_cmp = if time_dir == "ASC" { ">" } else { "<" };
@@ -1064,11 +1093,13 @@ pub async fn requests_of_customers(
     customer_ids: &[Uuid],
     include_closed: bool,
     first: i64,
+    aggregates: Aggregates,
 ) -> Result<HashMap<Uuid, RequestPage>, ProjectionError> {
     let live = if include_closed { "" } else { " AND live" };
+    let columns = aggregates.columns();
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT c.customer_id AS of_customer, r.* FROM unnest($1::uuid[]) AS c(customer_id) \
-         CROSS JOIN LATERAL (SELECT {VIEW_COLUMNS} FROM requests q WHERE q.customer_id = c.customer_id{live} \
+         CROSS JOIN LATERAL (SELECT {columns} FROM requests q WHERE q.customer_id = c.customer_id{live} \
                              ORDER BY filed_at DESC, request_id DESC LIMIT $2) r"
     )))
     .bind(customer_ids)

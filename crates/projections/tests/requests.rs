@@ -291,7 +291,7 @@ async fn history(service: &CommandService, part: u8, story: &mut Story) -> anyho
 
 /// The open backlog in `order`, ids only.
 async fn listed(tx: &mut sqlx::PgConnection, filter: &BacklogFilter, order: BacklogOrder) -> anyhow::Result<Vec<Uuid>> {
-    Ok(ids(&sr::backlog(tx, filter, order, 50, None).await?.0))
+    Ok(ids(&sr::backlog(tx, filter, order, 50, None, sr::Aggregates::Read).await?.0))
 }
 
 /// First-response compliance per group: (first key, hit, missed).
@@ -358,7 +358,9 @@ async fn backlog_compliance_and_trail_follow_the_story_and_rebuilds_equal_them()
         let mut seen = Vec::new();
         let mut after = None;
         loop {
-            let (rows, more) = sr::backlog(&mut tx, &open, order, 1, after.as_ref()).await?;
+            let (rows, more) = sr::backlog(&mut tx, &open, order, 1, after.as_ref(), sr::Aggregates::Skipped).await?;
+            assert!(rows.iter().all(|(r, _)| !r.aggregate.is_read()), "a page of columns only");
+            assert!(rows.iter().all(|(r, _)| r.aggregate.get().is_err_and(|e| e.to_string().contains("not read"))));
             seen.extend(ids(&rows));
             after = rows.last().map(|(_, cursor)| cursor.clone());
             if !more {

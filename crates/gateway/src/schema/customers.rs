@@ -379,6 +379,7 @@ impl Customer {
     > {
         let first = page_size(first)?;
         let after: Option<kefu_projections::service_requests::BacklogCursor> = decode_cursor(after.as_deref())?;
+        let aggregates = super::requests::aggregates_for(ctx.look_ahead().field("edges").field("node"));
         let (items, more) = match self.as_of() {
             Some(cutoff) => {
                 let all =
@@ -401,9 +402,11 @@ impl Customer {
                 page(items, first)
             }
             None if after.is_none() => {
-                super::loaders::requests_of_customer(ctx, self.0.customer_id, include_closed, first).await?
+                super::loaders::requests_of_customer(ctx, self.0.customer_id, include_closed, first, aggregates).await?
             }
-            None => super::requests::of_customer(ctx, self.0.customer_id, include_closed, first, after).await?,
+            None => {
+                super::requests::of_customer(ctx, self.0.customer_id, include_closed, first, after, aggregates).await?
+            }
         };
         let mut connection = Connection::new(false, more);
         for (view, cursor) in items {

@@ -142,6 +142,8 @@ pub struct RequestsOfCustomerKey {
     pub include_closed: bool,
     /// Page size.
     pub first: i64,
+    /// Whether the page's selection needs the requests' aggregates.
+    pub aggregates: service_requests::Aggregates,
 }
 
 impl Loader<CustomerKey> for ReadLoader {
@@ -201,9 +203,9 @@ impl Loader<RequestsOfCustomerKey> for ReadLoader {
         keys: &[RequestsOfCustomerKey],
     ) -> Result<HashMap<RequestsOfCustomerKey, RequestPage>, LoadError> {
         // One statement per page shape (a list asks for one shape).
-        let mut shapes: HashMap<(bool, i64), Vec<Uuid>> = HashMap::new();
+        let mut shapes: HashMap<(bool, i64, service_requests::Aggregates), Vec<Uuid>> = HashMap::new();
         for k in keys {
-            shapes.entry((k.include_closed, k.first)).or_default().push(k.customer);
+            shapes.entry((k.include_closed, k.first, k.aggregates)).or_default().push(k.customer);
         }
         let mut conn = self.reads.read(service_requests::NAME).await?;
         let mut out = HashMap::new();
@@ -216,17 +218,20 @@ impl Loader<RequestsOfCustomerKey> for ReadLoader {
                 service_requests::BacklogOrder::NewestFirst,
                 k.first,
                 None,
+                k.aggregates,
             )
             .await?;
             out.insert(*k, page);
             return Ok(out);
         }
-        for ((include_closed, first), customers) in shapes {
-            let pages = service_requests::requests_of_customers(&mut conn, &customers, include_closed, first).await?;
+        for ((include_closed, first, aggregates), customers) in shapes {
+            let pages =
+                service_requests::requests_of_customers(&mut conn, &customers, include_closed, first, aggregates)
+                    .await?;
             out.extend(
-                pages
-                    .into_iter()
-                    .map(|(customer, page)| (RequestsOfCustomerKey { customer, include_closed, first }, page)),
+                pages.into_iter().map(|(customer, page)| {
+                    (RequestsOfCustomerKey { customer, include_closed, first, aggregates }, page)
+                }),
             );
         }
         Ok(out)
@@ -391,8 +396,9 @@ pub async fn requests_of_customer(
     customer: Uuid,
     include_closed: bool,
     first: i64,
+    aggregates: service_requests::Aggregates,
 ) -> Result<RequestPage> {
-    Ok(one(ctx, RequestsOfCustomerKey { customer, include_closed, first }).await?.unwrap_or_default())
+    Ok(one(ctx, RequestsOfCustomerKey { customer, include_closed, first, aggregates }).await?.unwrap_or_default())
 }
 
 /// Many objects of one kind at once: through the request's loaders when in a list (one batch

@@ -39,29 +39,31 @@ pub struct ServiceRequest {
     r: StoredRequest,
     /// The point `serviceRequest(asOf:)` reads at, for the fields that read further.
     as_of: Option<kefu_store::history::Cutoff>,
+    /// The aggregate, read by id when the list this request came from left it out.
+    read_again: tokio::sync::OnceCell<LazyAggregate>,
 }
 
 impl ServiceRequest {
     /// A request of the read model.
     pub fn new(r: StoredRequest) -> Self {
-        ServiceRequest { r, as_of: None }
+        ServiceRequest { r, as_of: None, read_again: tokio::sync::OnceCell::new() }
     }
 
     /// A request folded as of a point.
     pub fn as_of(r: StoredRequest, cutoff: kefu_store::history::Cutoff) -> Self {
-        ServiceRequest { r, as_of: Some(cutoff) }
+        ServiceRequest { r, as_of: Some(cutoff), read_again: tokio::sync::OnceCell::new() }
     }
 
     fn listed(&self) -> &Listed {
         &self.r.listed
     }
 
-    fn aggregate(&self) -> Result<&kefu_domain::service_request::ServiceRequest> {
-        self.r.aggregate.get().map_err(errors::projection)
+    async fn aggregate(&self, ctx: &Context<'_>) -> Result<&kefu_domain::service_request::ServiceRequest> {
+        aggregate_of(ctx, &self.r.aggregate, &self.read_again, self.r.listed.request_id).await
     }
 
-    fn filed(&self) -> Result<&kefu_domain::service_request::RequestFiled> {
-        self.aggregate()?.filed.as_ref().ok_or_else(|| errors::internal("a stored request has no filing"))
+    async fn filed(&self, ctx: &Context<'_>) -> Result<&kefu_domain::service_request::RequestFiled> {
+        self.aggregate(ctx).await?.filed.as_ref().ok_or_else(|| errors::internal("a stored request has no filing"))
     }
 }
 
@@ -106,7 +108,9 @@ pub struct SlaClock {
 pub struct NextDeadline {
     metric: SlaMetric,
     due_at: DateTime<Utc>,
+    request_id: Uuid,
     aggregate: LazyAggregate,
+    read_again: tokio::sync::OnceCell<LazyAggregate>,
 }
 
 /// The next deadline of a request.
@@ -123,11 +127,53 @@ impl NextDeadline {
     }
 
     /// State now.
-    async fn state(&self) -> Result<SlaState> {
-        let clock = next_clock(self.aggregate.get().map_err(errors::projection)?)
+    async fn state(&self, ctx: &Context<'_>) -> Result<SlaState> {
+        let clock = next_clock(aggregate_of(ctx, &self.aggregate, &self.read_again, self.request_id).await?)
             .ok_or_else(|| errors::internal("a request's next deadline has no running clock"))?;
         Ok(clock_state(clock, Utc::now()))
     }
+}
+
+/// A request's aggregate: as its read brought it, or, when its list read only the columns
+/// (the selection looked as if it needed none), read now by id.
+async fn aggregate_of<'a>(
+    ctx: &Context<'_>,
+    read: &'a LazyAggregate,
+    read_again: &'a tokio::sync::OnceCell<LazyAggregate>,
+    request_id: Uuid,
+) -> Result<&'a kefu_domain::service_request::ServiceRequest> {
+    let aggregate = if read.is_read() {
+        read
+    } else {
+        read_again
+            .get_or_try_init(|| async {
+                let again = super::loaders::request(ctx, request_id).await?;
+                again.map(|r| r.aggregate).ok_or_else(|| errors::internal("a listed request is no longer stored"))
+            })
+            .await?
+    };
+    aggregate.get().map_err(errors::projection)
+}
+
+/// Whether the selection of a `ServiceRequest` (under a list's `edges { node }`) shows a field
+/// only the request's aggregate holds.
+pub(crate) fn aggregates_for(request: async_graphql::Lookahead<'_>) -> read::Aggregates {
+    const FROM_THE_AGGREGATE: &[&str] = &[
+        "description",
+        "incident",
+        "onSiteRequired",
+        "originSurveyId",
+        "originRequestId",
+        "tags",
+        "reporters",
+        "duplicates",
+        "sla",
+        "slaClocks",
+        "slaState",
+    ];
+    let needed = FROM_THE_AGGREGATE.iter().any(|f| request.field(f).exists())
+        || request.field("nextDeadline").field("state").exists();
+    if needed { read::Aggregates::Read } else { read::Aggregates::Skipped }
 }
 
 /// The running clock due first (the read model's `next_due`).
@@ -270,8 +316,8 @@ impl ServiceRequest {
     }
 
     /// Details.
-    async fn description(&self) -> Result<Option<&str>> {
-        Ok(self.filed()?.description.as_ref().map(|d| d.as_str()))
+    async fn description(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        Ok(self.filed(ctx).await?.description.as_ref().map(|d| d.as_str()))
     }
 
     /// Where it is in its lifecycle.
@@ -305,9 +351,10 @@ impl ServiceRequest {
     }
 
     /// The major/batch incident it belongs to.
-    async fn incident(&self) -> Result<Option<Incident>> {
+    async fn incident(&self, ctx: &Context<'_>) -> Result<Option<Incident>> {
         Ok(self
-            .aggregate()?
+            .aggregate(ctx)
+            .await?
             .incident
             .as_ref()
             .map(|i| Incident { incident_id: i.incident_id, title: i.title.to_string() }))
@@ -319,8 +366,8 @@ impl ServiceRequest {
     }
 
     /// Whether on-site support is required.
-    async fn on_site_required(&self) -> Result<bool> {
-        Ok(self.filed()?.on_site_required)
+    async fn on_site_required(&self, ctx: &Context<'_>) -> Result<bool> {
+        Ok(self.filed(ctx).await?.on_site_required)
     }
 
     /// Id in another system.
@@ -329,13 +376,13 @@ impl ServiceRequest {
     }
 
     /// When kefu opened it as the follow-up of a dissatisfied survey answer: that survey.
-    async fn origin_survey_id(&self) -> Result<Option<Uuid>> {
-        Ok(self.filed()?.origin.map(|o| o.survey_id))
+    async fn origin_survey_id(&self, ctx: &Context<'_>) -> Result<Option<Uuid>> {
+        Ok(self.filed(ctx).await?.origin.map(|o| o.survey_id))
     }
 
     /// … and the request that survey was about.
-    async fn origin_request_id(&self) -> Result<Option<Uuid>> {
-        Ok(self.filed()?.origin.and_then(|o| o.request_id))
+    async fn origin_request_id(&self, ctx: &Context<'_>) -> Result<Option<Uuid>> {
+        Ok(self.filed(ctx).await?.origin.and_then(|o| o.request_id))
     }
 
     /// The satisfaction survey about this request, if one was sent.
@@ -347,8 +394,8 @@ impl ServiceRequest {
     }
 
     /// Tags.
-    async fn tags(&self) -> Result<Vec<String>> {
-        Ok(self.filed()?.tags.iter().map(|t| t.to_string()).collect())
+    async fn tags(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
+        Ok(self.filed(ctx).await?.tags.iter().map(|t| t.to_string()).collect())
     }
 
     /// When it was filed (business time).
@@ -419,13 +466,13 @@ impl ServiceRequest {
     }
 
     /// Everyone who reported it (the customer and the reporters of merged duplicates).
-    async fn reporters(&self) -> Result<Vec<Uuid>> {
-        Ok(self.aggregate()?.reporters.clone())
+    async fn reporters(&self, ctx: &Context<'_>) -> Result<Vec<Uuid>> {
+        Ok(self.aggregate(ctx).await?.reporters.clone())
     }
 
     /// Duplicates merged into it.
-    async fn duplicates(&self) -> Result<Vec<Uuid>> {
-        Ok(self.aggregate()?.duplicates.clone())
+    async fn duplicates(&self, ctx: &Context<'_>) -> Result<Vec<Uuid>> {
+        Ok(self.aggregate(ctx).await?.duplicates.clone())
     }
 
     /// The request it was merged into.
@@ -434,8 +481,8 @@ impl ServiceRequest {
     }
 
     /// The SLA terms it was filed under.
-    async fn sla(&self) -> Result<SlaTermsView> {
-        let t = &self.filed()?.sla;
+    async fn sla(&self, ctx: &Context<'_>) -> Result<SlaTermsView> {
+        let t = &self.filed(ctx).await?.sla;
         Ok(SlaTermsView {
             policy_id: t.policy_id,
             policy_name: t.policy_name.to_string(),
@@ -456,10 +503,11 @@ impl ServiceRequest {
     }
 
     /// Every SLA clock, with its state now.
-    async fn sla_clocks(&self) -> Result<Vec<SlaClock>> {
+    async fn sla_clocks(&self, ctx: &Context<'_>) -> Result<Vec<SlaClock>> {
         let now = Utc::now();
         Ok(self
-            .aggregate()?
+            .aggregate(ctx)
+            .await?
             .clocks
             .iter()
             .map(|c| SlaClock {
@@ -479,18 +527,24 @@ impl ServiceRequest {
         let Some((metric, due_at)) = &self.r.facts.next_due else { return Ok(None) };
         let metric: vocab::SlaMetric =
             metric.parse().map_err(|_| errors::internal("an unknown SLA metric is stored"))?;
-        Ok(Some(NextDeadline { metric: metric.into(), due_at: *due_at, aggregate: self.r.aggregate.clone() }))
+        Ok(Some(NextDeadline {
+            metric: metric.into(),
+            due_at: *due_at,
+            request_id: self.r.listed.request_id,
+            aggregate: self.r.aggregate.clone(),
+            read_again: tokio::sync::OnceCell::new(),
+        }))
     }
 
     /// The request's SLA state now: the worst of its running clocks (PAUSED while waiting for
     /// the customer; null when no clock runs).
-    async fn sla_state(&self) -> Result<Option<SlaState>> {
+    async fn sla_state(&self, ctx: &Context<'_>) -> Result<Option<SlaState>> {
         if self.listed().paused {
             return Ok(Some(SlaState::Paused));
         }
         let now = Utc::now();
         let states: Vec<SlaState> =
-            self.aggregate()?.clocks.iter().filter(|c| c.running()).map(|c| clock_state(c, now)).collect();
+            self.aggregate(ctx).await?.clocks.iter().filter(|c| c.running()).map(|c| clock_state(c, now)).collect();
         Ok([SlaState::Breached, SlaState::Warning, SlaState::Ok].into_iter().find(|s| states.contains(s)))
     }
 
@@ -910,9 +964,11 @@ impl RequestQuery {
             BacklogOrderBy::Escalation => BacklogOrder::Escalation,
         };
         common::wait_for(ctx, read::NAME, min_position).await?;
+        let aggregates = aggregates_for(ctx.look_ahead().field("edges").field("node"));
         let mut tx = read_conn(ctx).await?;
-        let (items, more) =
-            read::backlog(&mut tx, &filter, order, first, after.as_ref()).await.map_err(errors::projection)?;
+        let (items, more) = read::backlog(&mut tx, &filter, order, first, after.as_ref(), aggregates)
+            .await
+            .map_err(errors::projection)?;
         // The totals cost a scan of every matching request: only when asked for.
         let selection = ctx.look_ahead();
         let totals_asked = ["totalCount", "breachedCount", "countsByState", "agingBuckets"]
@@ -1015,10 +1071,13 @@ pub async fn of_customer(
     include_closed: bool,
     first: i64,
     after: Option<BacklogCursor>,
+    aggregates: read::Aggregates,
 ) -> Result<read::RequestPage> {
     let filter = BacklogFilter::of_customer(customer_id, include_closed);
     let mut tx = read_conn(ctx).await?;
-    read::backlog(&mut tx, &filter, BacklogOrder::NewestFirst, first, after.as_ref()).await.map_err(errors::projection)
+    read::backlog(&mut tx, &filter, BacklogOrder::NewestFirst, first, after.as_ref(), aggregates)
+        .await
+        .map_err(errors::projection)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -142,30 +142,41 @@ pub struct LazyAggregate(Arc<Lazy>);
 
 struct Lazy {
     request_id: Uuid,
-    text: String,
+    /// The stored JSON (`None`: the read left it in the database).
+    text: Option<String>,
     decoded: OnceLock<Result<ServiceRequest, String>>,
 }
 
 impl LazyAggregate {
-    fn stored(request_id: Uuid, text: String) -> Self {
+    fn stored(request_id: Uuid, text: Option<String>) -> Self {
         LazyAggregate(Arc::new(Lazy { request_id, text, decoded: OnceLock::new() }))
     }
 
     fn folded(request_id: Uuid, state: ServiceRequest) -> Self {
-        LazyAggregate(Arc::new(Lazy { request_id, text: String::new(), decoded: OnceLock::from(Ok(state)) }))
+        LazyAggregate(Arc::new(Lazy { request_id, text: None, decoded: OnceLock::from(Ok(state)) }))
     }
 
-    /// The aggregate; an error names the request whose stored aggregate does not decode.
+    /// Whether the read brought the aggregate along ([`super::Aggregates::Read`]).
+    pub fn is_read(&self) -> bool {
+        self.0.text.is_some() || matches!(self.0.decoded.get(), Some(Ok(_)))
+    }
+
+    /// The aggregate; an error names the request whose stored aggregate does not decode, or
+    /// says it was not read.
     pub fn get(&self) -> Result<&ServiceRequest, ProjectionError> {
         let lazy = &*self.0;
-        lazy.decoded.get_or_init(|| serde_json::from_str(&lazy.text).map_err(|e| e.to_string())).as_ref().map_err(|e| {
-            ProjectionError::Other(format!("the stored aggregate of request {} does not decode: {e}", lazy.request_id))
-        })
+        let decoded = lazy.decoded.get_or_init(|| match &lazy.text {
+            Some(text) => serde_json::from_str(text).map_err(|e| format!("does not decode: {e}")),
+            None => Err("was not read (the list read only the columns)".to_string()),
+        });
+        decoded
+            .as_ref()
+            .map_err(|e| ProjectionError::Other(format!("the stored aggregate of request {} {e}", lazy.request_id)))
     }
 
     /// Whether it has been decoded (or was folded in memory).
     pub fn is_decoded(&self) -> bool {
-        self.0.decoded.get().is_some()
+        matches!(self.0.decoded.get(), Some(Ok(_)))
     }
 }
 
@@ -173,7 +184,10 @@ impl std::fmt::Debug for LazyAggregate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0.decoded.get() {
             Some(Ok(state)) => state.fmt(f),
-            _ => write!(f, "Aggregate({} bytes of JSON, not decoded)", self.0.text.len()),
+            _ => match &self.0.text {
+                Some(text) => write!(f, "Aggregate({} bytes of JSON, not decoded)", text.len()),
+                None => f.write_str("Aggregate(not read)"),
+            },
         }
     }
 }

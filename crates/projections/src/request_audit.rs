@@ -30,6 +30,9 @@ pub struct RequestAudit;
 pub const NAME: &str = "request_audit";
 
 const SCHEMA: &str = r#"
+-- The trail's JSON (who, what changed, the payload) is only ever read back whole: json keeps
+-- the text as written instead of parsing it into jsonb on every insert and printing it again on
+-- every read.
 CREATE TABLE history (
     request_id         uuid        NOT NULL,
     stream_version     bigint      NOT NULL,
@@ -38,15 +41,15 @@ CREATE TABLE history (
     event_type         text        NOT NULL,
     occurred_at        timestamptz NOT NULL,
     recorded_at        timestamptz NOT NULL,
-    actor              jsonb       NOT NULL,
+    actor              json        NOT NULL,
     correlation_id     uuid        NOT NULL,
     causation_id       uuid        NOT NULL,
     command_id         uuid        NOT NULL,
     summary            text        NOT NULL,
     reason             text,
-    changes            jsonb       NOT NULL,
+    changes            json        COMPRESSION lz4 NOT NULL,
     related_request_id uuid,
-    payload            jsonb       NOT NULL,
+    payload            json        COMPRESSION lz4 NOT NULL,
     PRIMARY KEY (request_id, stream_version)
 );
 CREATE INDEX history_related ON history (related_request_id) WHERE related_request_id IS NOT NULL;

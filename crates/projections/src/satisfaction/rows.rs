@@ -545,3 +545,139 @@ impl BulkFold for BulkSatisfaction {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The fold's rules, given events from the real command path on an in-memory store: no
+    //! database, no broker.
+
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Arc;
+
+    use kefu_app::{Actor, ActorKind, CommandMeta, CommandService, InMemoryEventStore, surveys::SurveyDraft};
+    use kefu_domain::{
+        customer::{CustomerCommand, examples as customers},
+        survey::{SurveyCommand, examples as surveys},
+        survey_template::{SurveyTemplateCommand, examples as templates},
+        values::Label,
+        vocab::{Channel, SurveyTrigger},
+    };
+
+    use super::*;
+
+    fn meta() -> CommandMeta {
+        CommandMeta::by(Actor {
+            id: "sup.wang".into(),
+            name: None,
+            kind: ActorKind::User,
+            roles: vec!["supervisor".into()],
+        })
+    }
+
+    fn rows_of(store: &InMemoryEventStore) -> Rows {
+        let mut rows = Rows::default();
+        for e in store.all() {
+            rows.fold(&e, &decode(&e).unwrap()).unwrap();
+        }
+        rows
+    }
+
+    async fn send(service: &CommandService, customer: Uuid) -> Uuid {
+        let survey_id = Uuid::now_v7();
+        let draft = SurveyDraft {
+            survey_id: Some(survey_id),
+            template_id: templates::TEMPLATE_ID,
+            template_version: None,
+            customer_id: customer,
+            request_id: None,
+            department: None,
+            trigger: SurveyTrigger::Campaign,
+            campaign: Some(Label::parse("campaign", "2026Q4").unwrap()),
+            policy_id: None,
+            channel: Some(Channel::Sms),
+            expires_after_hours: 72,
+            remind_after_hours: vec![24, 48],
+            follow_up: None,
+            require_consent: false,
+        };
+        service.send_survey(draft, meta()).await.unwrap();
+        survey_id
+    }
+
+    #[tokio::test]
+    async fn surveys_templates_and_answers_follow_their_events() {
+        let store = Arc::new(InMemoryEventStore::new());
+        let service = CommandService::new(store.clone());
+        let (customer, register) = customers::register_person();
+        service.customer(CustomerCommand::Register(register), meta()).await.unwrap();
+        let template = templates::TEMPLATE_ID;
+        let define = SurveyTemplateCommand::Define { template_id: template, content: templates::after_service() };
+        service.survey_template(template, define, meta()).await.unwrap();
+
+        // Defined, not yet published: the template and one item per question.
+        let rows = rows_of(&store);
+        let questions = templates::after_service().questions.len();
+        assert!(!rows.templates[&(template, 1)].published);
+        assert_eq!(rows.items[&(template, 1)].len(), questions);
+        service.survey_template(template, SurveyTemplateCommand::Publish { version: 1 }, meta()).await.unwrap();
+        assert!(rows_of(&store).templates[&(template, 1)].published);
+
+        // Sent: the first reminder is next.
+        let partial = send(&service, customer).await;
+        let sent = rows_of(&store).surveys[&partial].clone();
+        assert_eq!((sent.state.as_str(), sent.reminders.len(), sent.reminders_sent), ("SENT", 2, 0));
+        assert_eq!(sent.next_reminder_at, Some(sent.reminders[0]));
+        assert_eq!((sent.response_count, sent.follow_up_state.as_str(), sent.version), (0, "NONE", 1));
+
+        // A partial response: its answers, reminders still due.
+        let some: Vec<_> = surveys::happy().into_iter().take(3).collect();
+        service.record_survey_response(partial, some, false, None, meta()).await.unwrap();
+        let rows = rows_of(&store);
+        let row = &rows.surveys[&partial];
+        assert_eq!((row.state.as_str(), row.complete, row.response_count), ("PARTIAL", false, 1));
+        assert_eq!(row.next_reminder_at, sent.next_reminder_at);
+        assert!(row.responded_at.is_some());
+        assert_eq!(rows.answers[&partial].len(), 3);
+
+        // Expired by hand: a partial survey stays PARTIAL, nothing more is due.
+        let expire = SurveyCommand::Expire { at: Utc::now(), reason: None, manual: true };
+        service.survey(partial, expire, meta()).await.unwrap();
+        let row = rows_of(&store).surveys[&partial].clone();
+        assert_eq!((row.state.as_str(), row.next_reminder_at), ("PARTIAL", None));
+        assert!(row.expired_at.is_some());
+        assert_eq!(row.version, 3);
+
+        // Another survey answered in full: COMPLETED, no reminder, every answer kept; an
+        // unanswered one expires as EXPIRED.
+        let complete = send(&service, customer).await;
+        service.record_survey_response(complete, surveys::happy(), true, Some(Channel::Web), meta()).await.unwrap();
+        let unanswered = send(&service, customer).await;
+        let expire = SurveyCommand::Expire { at: Utc::now(), reason: None, manual: true };
+        service.survey(unanswered, expire, meta()).await.unwrap();
+        let rows = rows_of(&store);
+        let row = &rows.surveys[&complete];
+        assert_eq!((row.state.as_str(), row.complete, row.next_reminder_at), ("COMPLETED", true, None));
+        assert_eq!(row.response_channel.as_deref(), Some("WEB"));
+        assert_eq!(rows.answers[&complete].len(), surveys::happy().len());
+        assert_eq!(rows.surveys[&unanswered].state, "EXPIRED");
+        assert!(!rows.answers.contains_key(&unanswered));
+    }
+
+    #[tokio::test]
+    async fn a_survey_sent_twice_is_refused() {
+        let store = Arc::new(InMemoryEventStore::new());
+        let service = CommandService::new(store.clone());
+        let (customer, register) = customers::register_person();
+        service.customer(CustomerCommand::Register(register), meta()).await.unwrap();
+        let template = templates::TEMPLATE_ID;
+        let define = SurveyTemplateCommand::Define { template_id: template, content: templates::after_service() };
+        service.survey_template(template, define, meta()).await.unwrap();
+        service.survey_template(template, SurveyTemplateCommand::Publish { version: 1 }, meta()).await.unwrap();
+        send(&service, customer).await;
+        let sent = store.all().into_iter().find(|e| e.stream_type == "survey").unwrap();
+        let mut rows = rows_of(&store);
+        let again = rows.fold(&sent, &decode(&sent).unwrap());
+        assert!(matches!(again, Err(ProjectionError::Poison(m)) if m.contains("already sent")));
+    }
+}

@@ -706,16 +706,7 @@ pub async fn survey_of_request(
     Ok(survey_rows(conn, "s.request_id = $1", request_id, 1).await?.pop())
 }
 
-/// A customer's surveys, newest first.
-pub async fn surveys_of_customer(
-    conn: &mut PgConnection,
-    customer_id: Uuid,
-    limit: i64,
-) -> Result<Vec<SurveyView>, ProjectionError> {
-    survey_rows(conn, "s.customer_id = $1", customer_id, limit).await
-}
-
-/// [`surveys_of_customer`] of many customers in one statement (for batching under a list).
+/// The newest surveys of each of many customers, newest first, in one statement.
 pub async fn surveys_of_customers(
     conn: &mut PgConnection,
     customer_ids: &[Uuid],

@@ -331,6 +331,16 @@ fn in_a_list(ctx: &Context<'_>) -> bool {
     false
 }
 
+/// A loader reading on its own (outside a list): on the request's connection, or, without a
+/// request (a schema run outside the HTTP handler), on one of its own.
+fn alone(ctx: &Context<'_>) -> ReadLoader {
+    let reads = match ctx.data_opt::<Arc<RequestReads>>() {
+        Some(r) => r.clone(),
+        None => Arc::new(RequestReads::new(super::common::state(ctx).reads.clone())),
+    };
+    ReadLoader { reads }
+}
+
 /// One object through the request's loaders when it is in a list, or read alone.
 async fn one<K>(ctx: &Context<'_>, key: K) -> Result<Option<<ReadLoader as Loader<K>>::Value>>
 where
@@ -339,14 +349,7 @@ where
 {
     match ctx.data_opt::<Loaders>().filter(|_| in_a_list(ctx)) {
         Some(loaders) => loaders.load_one(key).await.map_err(unshared),
-        None => {
-            let reads = match ctx.data_opt::<Arc<RequestReads>>() {
-                Some(r) => r.clone(),
-                None => Arc::new(RequestReads::new(super::common::state(ctx).reads.clone())),
-            };
-            let alone = ReadLoader { reads };
-            Ok(alone.load(std::slice::from_ref(&key)).await.map_err(unshared)?.remove(&key))
-        }
+        None => Ok(alone(ctx).load(std::slice::from_ref(&key)).await.map_err(unshared)?.remove(&key)),
     }
 }
 
@@ -413,13 +416,7 @@ where
     }
     match ctx.data_opt::<Loaders>().filter(|_| in_a_list(ctx)) {
         Some(loaders) => loaders.load_many(keys).await.map_err(unshared),
-        None => {
-            let reads = match ctx.data_opt::<Arc<RequestReads>>() {
-                Some(r) => r.clone(),
-                None => Arc::new(RequestReads::new(super::common::state(ctx).reads.clone())),
-            };
-            ReadLoader { reads }.load(&keys).await.map_err(unshared)
-        }
+        None => alone(ctx).load(&keys).await.map_err(unshared),
     }
 }
 

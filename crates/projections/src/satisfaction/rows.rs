@@ -429,53 +429,64 @@ pub(super) async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent
     rows.write_changes(conn).await
 }
 
+/// Inserts `rows` into `table` (rows serialised with their column names), then `on_conflict`;
+/// nothing when there are none.
+async fn insert<T: serde::Serialize>(
+    conn: &mut PgConnection,
+    table: &'static str,
+    rows: &[&T],
+    on_conflict: &str,
+) -> Result<(), ProjectionError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {table} SELECT * FROM json_populate_recordset(NULL::{table}, $1::json) {on_conflict}"
+    )))
+    .bind(crate::json_rows(rows)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 impl Rows {
     /// A batch's changes: changed rows upserted, replaced answers and items deleted and
     /// inserted, new reviews and alerts inserted.
     async fn write_changes(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
         let surveys: Vec<&SurveyRow> = self.changed_surveys.iter().filter_map(|id| self.surveys.get(id)).collect();
-        if !surveys.is_empty() {
-            sqlx::query(
-                "INSERT INTO surveys SELECT * FROM json_populate_recordset(NULL::surveys, $1::json) \
-                 ON CONFLICT (survey_id) DO UPDATE SET reminders_sent = EXCLUDED.reminders_sent, \
-                   next_reminder_at = EXCLUDED.next_reminder_at, state = EXCLUDED.state, \
-                   responded_at = EXCLUDED.responded_at, complete = EXCLUDED.complete, \
-                   response_count = EXCLUDED.response_count, response_channel = EXCLUDED.response_channel, \
-                   expired_at = EXCLUDED.expired_at, follow_up = EXCLUDED.follow_up, \
-                   follow_up_state = EXCLUDED.follow_up_state, follow_up_due_at = EXCLUDED.follow_up_due_at, \
-                   follow_up_department = EXCLUDED.follow_up_department, \
-                   follow_up_assignee = EXCLUDED.follow_up_assignee, \
-                   follow_up_request_id = EXCLUDED.follow_up_request_id, follow_up_done = EXCLUDED.follow_up_done, \
-                   version = EXCLUDED.version, last_position = EXCLUDED.last_position",
-            )
-            .bind(crate::json_rows(&surveys)?)
-            .execute(&mut *conn)
-            .await?;
-        }
+        insert(
+            conn,
+            "surveys",
+            &surveys,
+            "ON CONFLICT (survey_id) DO UPDATE SET reminders_sent = EXCLUDED.reminders_sent, \
+               next_reminder_at = EXCLUDED.next_reminder_at, state = EXCLUDED.state, \
+               responded_at = EXCLUDED.responded_at, complete = EXCLUDED.complete, \
+               response_count = EXCLUDED.response_count, response_channel = EXCLUDED.response_channel, \
+               expired_at = EXCLUDED.expired_at, follow_up = EXCLUDED.follow_up, \
+               follow_up_state = EXCLUDED.follow_up_state, follow_up_due_at = EXCLUDED.follow_up_due_at, \
+               follow_up_department = EXCLUDED.follow_up_department, \
+               follow_up_assignee = EXCLUDED.follow_up_assignee, \
+               follow_up_request_id = EXCLUDED.follow_up_request_id, follow_up_done = EXCLUDED.follow_up_done, \
+               version = EXCLUDED.version, last_position = EXCLUDED.last_position",
+        )
+        .await?;
         if !self.answers.is_empty() {
             let ids: Vec<Uuid> = self.answers.keys().copied().collect();
             sqlx::query("DELETE FROM answers WHERE survey_id = ANY($1)").bind(&ids).execute(&mut *conn).await?;
             let answers: Vec<&AnswerRow> = self.answers.values().flatten().collect();
-            if !answers.is_empty() {
-                sqlx::query("INSERT INTO answers SELECT * FROM json_populate_recordset(NULL::answers, $1::json)")
-                    .bind(crate::json_rows(&answers)?)
-                    .execute(&mut *conn)
-                    .await?;
-            }
+            insert(conn, "answers", &answers, "").await?;
         }
         let templates: Vec<&TemplateRow> =
             self.changed_templates.iter().filter_map(|k| self.templates.get(k)).collect();
-        if !templates.is_empty() {
-            sqlx::query(
-                "INSERT INTO templates SELECT * FROM json_populate_recordset(NULL::templates, $1::json) \
-                 ON CONFLICT (template_id, version) DO UPDATE SET name = EXCLUDED.name, \
-                   audience = EXCLUDED.audience, published = EXCLUDED.published, content = EXCLUDED.content, \
-                   defined_at = EXCLUDED.defined_at",
-            )
-            .bind(crate::json_rows(&templates)?)
-            .execute(&mut *conn)
-            .await?;
-        }
+        insert(
+            conn,
+            "templates",
+            &templates,
+            "ON CONFLICT (template_id, version) DO UPDATE SET name = EXCLUDED.name, \
+               audience = EXCLUDED.audience, published = EXCLUDED.published, content = EXCLUDED.content, \
+               defined_at = EXCLUDED.defined_at",
+        )
+        .await?;
         if !self.items.is_empty() {
             let (ids, versions): (Vec<Uuid>, Vec<i32>) = self.items.keys().copied().unzip();
             sqlx::query(
@@ -487,36 +498,12 @@ impl Rows {
             .execute(&mut *conn)
             .await?;
             let items: Vec<&ItemRow> = self.items.values().flatten().collect();
-            if !items.is_empty() {
-                sqlx::query(
-                    "INSERT INTO template_items SELECT * FROM json_populate_recordset(NULL::template_items, $1::json)",
-                )
-                .bind(crate::json_rows(&items)?)
-                .execute(&mut *conn)
-                .await?;
-            }
+            insert(conn, "template_items", &items, "").await?;
         }
-        if !self.reviews.is_empty() {
-            let reviews: Vec<&ReviewRow> = self.reviews.values().collect();
-            sqlx::query(
-                "INSERT INTO reviews SELECT * FROM json_populate_recordset(NULL::reviews, $1::json) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(crate::json_rows(&reviews)?)
-            .execute(&mut *conn)
-            .await?;
-        }
-        if !self.alerts.is_empty() {
-            let alerts: Vec<&AlertRow> = self.alerts.values().collect();
-            sqlx::query(
-                "INSERT INTO alerts SELECT * FROM json_populate_recordset(NULL::alerts, $1::json) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(crate::json_rows(&alerts)?)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Ok(())
+        let reviews: Vec<&ReviewRow> = self.reviews.values().collect();
+        insert(conn, "reviews", &reviews, "ON CONFLICT DO NOTHING").await?;
+        let alerts: Vec<&AlertRow> = self.alerts.values().collect();
+        insert(conn, "alerts", &alerts, "ON CONFLICT DO NOTHING").await
     }
 }
 

@@ -17,7 +17,7 @@ use kefu_domain::{
 use sqlx::{Row, postgres::PgRow};
 use uuid::Uuid;
 
-use super::{Derived, RequestFacts, RequestView, facts_from, vocab_column};
+use super::{RequestFacts, RequestRow, RequestView, facts_from, vocab_column};
 use crate::ProjectionError;
 
 /// The columns of a request that lists show, as the projection derives them from the aggregate.
@@ -66,35 +66,34 @@ pub struct Listed {
 }
 
 impl Listed {
-    /// The columns of a folded request (`None` before its filing): the same derivation as the
-    /// row the projection writes.
+    /// The columns of a folded request (`None` before its filing): those of the row the
+    /// projection writes ([`RequestRow::of`]), the vocabularies typed.
     pub fn of(view: &RequestView) -> Option<Listed> {
-        let s = &view.state;
-        let filed = s.filed.as_ref()?;
-        let staff = |r: &Option<kefu_domain::values::StaffRef>| {
-            r.as_ref().map(|o| (o.id.as_str().to_string(), o.name.as_ref().map(|n| n.as_str().to_string())))
-        };
+        let filed = view.state.filed.as_ref()?;
+        let row = RequestRow::of(filed.request_id, view, filed, filed.filed_at);
+        let owned = |s: Option<&str>| s.map(str::to_string);
+        let staff = |id: Option<&str>, name: Option<&str>| id.map(|id| (id.to_string(), owned(name)));
         Some(Listed {
-            request_id: filed.request_id,
-            customer_id: filed.customer_id,
+            request_id: row.request_id,
+            customer_id: row.customer_id,
             request_type: filed.request_type,
-            category: filed.category.as_str().to_string(),
+            category: row.category.to_string(),
             priority: filed.priority,
             channel: filed.channel,
-            subject: filed.subject.as_str().to_string(),
-            live: s.is_live(),
-            owner: staff(&s.owner),
-            assignee: staff(&s.assignee),
-            department: s.department.as_ref().map(|d| d.as_str().to_string()),
-            escalation_level: s.escalation_level as i32,
+            subject: row.subject.to_string(),
+            live: row.live,
+            owner: staff(row.owner_id, row.owner_name),
+            assignee: staff(row.assignee_id, row.assignee_name),
+            department: owned(row.department),
+            escalation_level: row.escalation_level,
             customer_tier: filed.customer_tier,
-            external_ref: filed.external_ref.as_ref().map(|r| r.as_str().to_string()),
-            filed_at: filed.filed_at,
-            first_resolved_at: s.first_resolved_at,
-            last_resolved_at: s.last_resolved_at,
-            merged_into: s.merged_into,
-            paused: s.paused_since.is_some(),
-            callback_due_at: Derived::of(s).callback_due,
+            external_ref: owned(row.external_ref),
+            filed_at: row.filed_at,
+            first_resolved_at: row.first_resolved_at,
+            last_resolved_at: row.last_resolved_at,
+            merged_into: row.merged_into,
+            paused: row.paused,
+            callback_due_at: row.callback_due_at,
         })
     }
 

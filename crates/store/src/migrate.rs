@@ -43,6 +43,7 @@ pub fn event_store() -> Migrator {
             (1, "event store", include_str!("../migrations/0001_event_store.sql")),
             (2, "integrity", include_str!("../migrations/0002_integrity.sql")),
             (3, "batch token", include_str!("../migrations/0003_batch_token.sql")),
+            (4, "lean append", include_str!("../migrations/0004_lean_append.sql")),
         ],
     )
 }

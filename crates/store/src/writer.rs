@@ -757,7 +757,7 @@ async fn chain_unchained(conn: &mut PgConnection, snapshot: &mut Snapshot) -> Re
 async fn read_rows(conn: &mut PgConnection, stream_ids: &[Uuid], command_ids: &[Uuid]) -> Result<Snapshot, StoreError> {
     let rows = sqlx::query(
         "SELECT 0 AS kind, s.stream_id AS id, s.stream_type AS name, s.version, h.global_position, h.hash, \
-                NULL::jsonb AS payload, NULL::jsonb AS outcome, NULL::uuid AS stream, NULL::timestamptz AS at \
+                NULL::json AS payload, NULL::json AS outcome, NULL::uuid AS stream, NULL::timestamptz AS at \
          FROM event_store.streams s \
          LEFT JOIN event_store.event_hashes h ON h.stream_id = s.stream_id AND h.stream_version = s.version \
          WHERE s.stream_id = ANY($1) \
@@ -892,13 +892,17 @@ fn arguments(
         Vec::with_capacity(j),
         Vec::with_capacity(j),
     );
+    // The journal is `json`: sent as text, validated by PostgreSQL, stored as sent.
+    let text = |v: serde_json::Result<String>| {
+        v.map_err(|e| StoreError::Database(format!("cannot encode the journal of the batch: {e}")))
+    };
     for w in &plan.journal {
         c_ids.push(w.command.command_id);
         c_types.push(w.command.command_type.as_str());
         c_streams.push(w.stream_id);
-        c_payloads.push(Json(&*w.command.payload));
-        c_actors.push(Json(w.actor));
-        c_outcomes.push(Json(&w.outcome));
+        c_payloads.push(text(serde_json::to_string(&*w.command.payload))?);
+        c_actors.push(text(serde_json::to_string(w.actor))?);
+        c_outcomes.push(text(serde_json::to_string(&w.outcome))?);
     }
     let mut args = PgArguments::default();
     let bad = |e: sqlx::error::BoxDynError| StoreError::Database(format!("cannot encode the batch: {e}"));
@@ -940,9 +944,9 @@ fn arguments(
 
 /// Head lock and check, events, hashes, streams, journal, head and notification: one
 /// statement, one round trip. Every insert is conditioned on the head check, which needs the
-/// lock first, so nothing is written unless the head is where the plan assumed. (Foreign keys
-/// are checked at the end of the statement, so events may name streams that the same
-/// statement creates.)
+/// lock first, so nothing is written unless the head is where the plan assumed. The plan
+/// guarantees what foreign keys would check again row by row (ADR 0018): every event's stream
+/// is created or moved by the same statement, every hash belongs to one of its events.
 const WRITE_BATCH: &str = "\
 WITH lock AS (
   SELECT position = $30 AND batch IS NOT DISTINCT FROM $32 AS ok FROM event_store.log_head FOR UPDATE
@@ -969,8 +973,8 @@ WITH lock AS (
   WHERE x.created AND (SELECT ok FROM lock)
 ), cmd AS (
   INSERT INTO event_store.commands (command_id, command_type, stream_id, payload, actor, outcome, recorded_at)
-  SELECT i, t, s, p, a, o, $15
-  FROM UNNEST($22::uuid[], $23::text[], $24::uuid[], $25::jsonb[], $26::jsonb[], $27::jsonb[]) AS x(i, t, s, p, a, o)
+  SELECT i, t, s, p::json, a::json, o::json, $15
+  FROM UNNEST($22::uuid[], $23::text[], $24::uuid[], $25::text[], $26::text[], $27::text[]) AS x(i, t, s, p, a, o)
   WHERE (SELECT ok FROM lock)
 ), head AS (
   UPDATE event_store.log_head SET position = $28, batch = $33 WHERE (SELECT ok FROM lock)

@@ -232,7 +232,7 @@ fn watched(s: &ServiceRequest) -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// A `history` row, named as its columns (for `json_populate_recordset`).
+/// A `history` row, named as its columns (for `COPY`).
 #[derive(serde::Serialize)]
 struct HistoryRow<'a> {
     request_id: Uuid,
@@ -272,20 +272,11 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
         folded.insert(row.try_get("request_id")?, row.try_get::<Json<ServiceRequest>, _>("state_json")?.0);
     }
     let rows: Vec<HistoryRow<'_>> = decoded.iter().map(|(e, event)| entry(&mut folded, e, event)).collect();
-    sqlx::query("INSERT INTO history SELECT * FROM json_populate_recordset(NULL::history, $1::json)")
-        .bind(crate::json_rows(&rows)?)
-        .execute(&mut *conn)
-        .await?;
-    let states: Vec<FoldedRow<'_>> =
-        ids.iter().map(|id| FoldedRow { request_id: *id, state_json: AsJson(&folded[id]) }).collect();
-    sqlx::query(
-        "INSERT INTO folded SELECT * FROM json_populate_recordset(NULL::folded, $1::json) \
-         ON CONFLICT (request_id) DO UPDATE SET state_json = EXCLUDED.state_json",
-    )
-    .bind(crate::json_rows(&states)?)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    CopyRows::new("history").upsert(conn, rows.iter(), "").await?;
+    let states = ids.iter().map(|id| FoldedRow { request_id: *id, state_json: AsJson(&folded[id]) });
+    CopyRows::new("folded")
+        .upsert(conn, states, "ON CONFLICT (request_id) DO UPDATE SET state_json = EXCLUDED.state_json")
+        .await
 }
 
 /// One event onto its request's fold: its trail entry, with what it changed.

@@ -363,7 +363,7 @@ fn step_clocks(
     }
 }
 
-/// A `requests` row, named as its columns (for `json_populate_recordset`).
+/// A `requests` row, named as its columns (for `COPY`).
 #[derive(serde::Serialize)]
 struct RequestRow<'a> {
     request_id: Uuid,
@@ -487,9 +487,8 @@ pub(crate) fn request_events<'e>(
     Ok((decoded, ids))
 }
 
-/// Writes every column of the requests in `$1` (a JSON array of [`RequestRow`]).
-const UPSERT_REQUESTS: &str = "INSERT INTO requests SELECT * FROM json_populate_recordset(NULL::requests, $1::json) \
-    ON CONFLICT (request_id) DO UPDATE SET state = EXCLUDED.state, live = EXCLUDED.live, \
+/// A changed request replaces every column but its identity and filing.
+const REQUESTS_CONFLICT: &str = "ON CONFLICT (request_id) DO UPDATE SET state = EXCLUDED.state, live = EXCLUDED.live, \
     owner_id = EXCLUDED.owner_id, owner_name = EXCLUDED.owner_name, assignee_id = EXCLUDED.assignee_id, \
     assignee_name = EXCLUDED.assignee_name, department = EXCLUDED.department, \
     escalation_level = EXCLUDED.escalation_level, escalation_name = EXCLUDED.escalation_name, \
@@ -582,21 +581,17 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
         folded.fold(e, event)?;
     }
     let requests: Vec<RequestRow<'_>> = RequestRows { folded: &folded, ids: folded.updated.iter() }.collect();
-    sqlx::query(UPSERT_REQUESTS).bind(crate::json_rows(&requests)?).execute(&mut *conn).await?;
-    let changed = folded.clock_rows();
-    if !changed.is_empty() {
-        sqlx::query(
-            "INSERT INTO request_clocks SELECT * FROM json_populate_recordset(NULL::request_clocks, $1::json) \
-             ON CONFLICT (request_id, metric, cycle) DO UPDATE SET due_at = EXCLUDED.due_at, \
+    CopyRows::new("requests").upsert(conn, requests.into_iter(), REQUESTS_CONFLICT).await?;
+    CopyRows::new("request_clocks")
+        .upsert(
+            conn,
+            folded.clock_rows().into_iter(),
+            "ON CONFLICT (request_id, metric, cycle) DO UPDATE SET due_at = EXCLUDED.due_at, \
                warn_at = EXCLUDED.warn_at, met_at = EXCLUDED.met_at, warned = EXCLUDED.warned, \
                breached = EXCLUDED.breached, cancelled = EXCLUDED.cancelled, outcome = EXCLUDED.outcome, \
                decided_at = EXCLUDED.decided_at, agent_id = EXCLUDED.agent_id, department = EXCLUDED.department",
         )
-        .bind(crate::json_rows(&changed)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
+        .await
 }
 
 /// The rows of every changed request, made one at a time (a named iterator: a closure's would

@@ -208,18 +208,8 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
 
     let rows: Vec<CustomerRow<'_>> =
         changed.iter().filter_map(|id| views.get(id).and_then(Option::as_ref)).map(CustomerRow::of).collect();
-    if !rows.is_empty() {
-        sqlx::query(UPSERT_CUSTOMERS).bind(crate::json_rows(&rows)?).execute(&mut *conn).await?;
-    }
-    if !interactions.is_empty() {
-        sqlx::query(
-            "INSERT INTO interactions SELECT * FROM json_populate_recordset(NULL::interactions, $1::json) \
-             ORDER BY interaction_id",
-        )
-        .bind(crate::json_rows(&interactions)?)
-        .execute(&mut *conn)
-        .await?;
-    }
+    CopyRows::new("customers").upsert(conn, rows.iter(), CUSTOMERS_CONFLICT).await?;
+    CopyRows::new("interactions").upsert(conn, interactions.iter(), "ORDER BY interaction_id").await?;
     if !counts.is_empty() {
         let (mut customers, mut channels, mut contacts) = (Vec::new(), Vec::new(), Vec::new());
         for ((customer, channel), n) in &counts {
@@ -296,9 +286,8 @@ impl BulkFold for BulkCustomers {
     }
 }
 
-/// Writes every column of the customers in `$1` (a JSON array of [`CustomerRow`]).
-const UPSERT_CUSTOMERS: &str = "INSERT INTO customers SELECT * FROM json_populate_recordset(NULL::customers, $1::json) \
-    ON CONFLICT (customer_id) DO UPDATE SET kind = EXCLUDED.kind, name = EXCLUDED.name, phone = EXCLUDED.phone, \
+/// A changed customer replaces every column but its id.
+const CUSTOMERS_CONFLICT: &str = "ON CONFLICT (customer_id) DO UPDATE SET kind = EXCLUDED.kind, name = EXCLUDED.name, phone = EXCLUDED.phone, \
     backup_phone = EXCLUDED.backup_phone, email = EXCLUDED.email, department_code = EXCLUDED.department_code, \
     profile = EXCLUDED.profile, industry = EXCLUDED.industry, scale = EXCLUDED.scale, tenure = EXCLUDED.tenure, \
     value_tier = EXCLUDED.value_tier, lifecycle_segment = EXCLUDED.lifecycle_segment, \
@@ -309,7 +298,7 @@ const UPSERT_CUSTOMERS: &str = "INSERT INTO customers SELECT * FROM json_populat
     resolved_first_contact = EXCLUDED.resolved_first_contact, last_contact_at = EXCLUDED.last_contact_at, \
     last_contact_channel = EXCLUDED.last_contact_channel";
 
-/// A `customers` row, named as its columns (for `json_populate_recordset`).
+/// A `customers` row, named as its columns (for `COPY`).
 #[derive(serde::Serialize)]
 struct CustomerRow<'a> {
     customer_id: Uuid,

@@ -135,14 +135,6 @@ pub trait Projection: Send + Sync + 'static {
     }
 }
 
-/// Rows as one JSON text, the parameter of `json_populate_recordset(NULL::<table>, $1::json)`:
-/// the way read models write a batch of rows in one statement. Sent as text, the rows are
-/// parsed once, by `json_populate_recordset`; bound as `jsonb` they were parsed into jsonb
-/// (keys sorted) and read back again, which took most of PostgreSQL's time in a rebuild.
-pub(crate) fn json_rows<T: serde::Serialize + ?Sized>(rows: &T) -> Result<String, ProjectionError> {
-    serde_json::to_string(rows).map_err(|e| ProjectionError::Other(format!("rows do not serialize: {e}")))
-}
-
 /// Every read model kefu has.
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
     vec![

@@ -431,22 +431,13 @@ pub(super) async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent
 
 /// Inserts `rows` into `table` (rows serialised with their column names), then `on_conflict`;
 /// nothing when there are none.
-async fn insert<T: serde::Serialize>(
+async fn insert<T: serde::Serialize + Sync>(
     conn: &mut PgConnection,
     table: &'static str,
     rows: &[&T],
     on_conflict: &str,
 ) -> Result<(), ProjectionError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO {table} SELECT * FROM json_populate_recordset(NULL::{table}, $1::json) {on_conflict}"
-    )))
-    .bind(crate::json_rows(rows)?)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    CopyRows::new(table).upsert(conn, rows.iter(), on_conflict).await
 }
 
 impl Rows {

@@ -126,9 +126,10 @@ impl CopyRows {
 
     /// Writes `rows` into the table the way a live batch does: `COPY` into a staging table of
     /// the same layout, then one `INSERT … SELECT … FROM <stage> <tail>`, where `tail` is an
-    /// `ON CONFLICT` clause, an `ORDER BY` or empty. Nothing when there are no rows. Parsing rows as `COPY` text costs PostgreSQL a fraction of
-    /// `json_populate_recordset`, which walks every nested JSON value token by token (a
-    /// request's 2.5 kB aggregate took ~100 µs a row; ADR 0018).
+    /// `ON CONFLICT` clause, an `ORDER BY` or empty. Nothing when there are no rows. Parsing
+    /// rows as `COPY` text costs PostgreSQL a fraction of `json_populate_recordset`, which
+    /// walks every nested JSON value token by token (a request's 2.5 kB aggregate took ~100 µs
+    /// a row; ADR 0018).
     ///
     /// The staging table is temporary, made once per connection (`LIKE` the table, so its
     /// layout is the one this binary's schema gives every generation) and emptied at every

@@ -429,27 +429,16 @@ pub(super) async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent
     rows.write_changes(conn).await
 }
 
-/// Inserts `rows` into `table` (rows serialised with their column names), then `on_conflict`;
-/// nothing when there are none.
-async fn insert<T: serde::Serialize + Sync>(
-    conn: &mut PgConnection,
-    table: &'static str,
-    rows: &[&T],
-    on_conflict: &str,
-) -> Result<(), ProjectionError> {
-    CopyRows::new(table).upsert(conn, rows.iter(), on_conflict).await
-}
-
 impl Rows {
     /// A batch's changes: changed rows upserted, replaced answers and items deleted and
     /// inserted, new reviews and alerts inserted.
     async fn write_changes(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
         let surveys: Vec<&SurveyRow> = self.changed_surveys.iter().filter_map(|id| self.surveys.get(id)).collect();
-        insert(
-            conn,
-            "surveys",
-            &surveys,
-            "ON CONFLICT (survey_id) DO UPDATE SET reminders_sent = EXCLUDED.reminders_sent, \
+        CopyRows::new("surveys")
+            .upsert(
+                conn,
+                surveys.into_iter(),
+                "ON CONFLICT (survey_id) DO UPDATE SET reminders_sent = EXCLUDED.reminders_sent, \
                next_reminder_at = EXCLUDED.next_reminder_at, state = EXCLUDED.state, \
                responded_at = EXCLUDED.responded_at, complete = EXCLUDED.complete, \
                response_count = EXCLUDED.response_count, response_channel = EXCLUDED.response_channel, \
@@ -459,25 +448,24 @@ impl Rows {
                follow_up_assignee = EXCLUDED.follow_up_assignee, \
                follow_up_request_id = EXCLUDED.follow_up_request_id, follow_up_done = EXCLUDED.follow_up_done, \
                version = EXCLUDED.version, last_position = EXCLUDED.last_position",
-        )
-        .await?;
+            )
+            .await?;
         if !self.answers.is_empty() {
             let ids: Vec<Uuid> = self.answers.keys().copied().collect();
             sqlx::query("DELETE FROM answers WHERE survey_id = ANY($1)").bind(&ids).execute(&mut *conn).await?;
-            let answers: Vec<&AnswerRow> = self.answers.values().flatten().collect();
-            insert(conn, "answers", &answers, "").await?;
+            CopyRows::new("answers").upsert(conn, self.answers.values().flatten(), "").await?;
         }
         let templates: Vec<&TemplateRow> =
             self.changed_templates.iter().filter_map(|k| self.templates.get(k)).collect();
-        insert(
-            conn,
-            "templates",
-            &templates,
-            "ON CONFLICT (template_id, version) DO UPDATE SET name = EXCLUDED.name, \
+        CopyRows::new("templates")
+            .upsert(
+                conn,
+                templates.into_iter(),
+                "ON CONFLICT (template_id, version) DO UPDATE SET name = EXCLUDED.name, \
                audience = EXCLUDED.audience, published = EXCLUDED.published, content = EXCLUDED.content, \
                defined_at = EXCLUDED.defined_at",
-        )
-        .await?;
+            )
+            .await?;
         if !self.items.is_empty() {
             let (ids, versions): (Vec<Uuid>, Vec<i32>) = self.items.keys().copied().unzip();
             sqlx::query(
@@ -488,13 +476,10 @@ impl Rows {
             .bind(&versions)
             .execute(&mut *conn)
             .await?;
-            let items: Vec<&ItemRow> = self.items.values().flatten().collect();
-            insert(conn, "template_items", &items, "").await?;
+            CopyRows::new("template_items").upsert(conn, self.items.values().flatten(), "").await?;
         }
-        let reviews: Vec<&ReviewRow> = self.reviews.values().collect();
-        insert(conn, "reviews", &reviews, "ON CONFLICT DO NOTHING").await?;
-        let alerts: Vec<&AlertRow> = self.alerts.values().collect();
-        insert(conn, "alerts", &alerts, "ON CONFLICT DO NOTHING").await
+        CopyRows::new("reviews").upsert(conn, self.reviews.values(), "ON CONFLICT DO NOTHING").await?;
+        CopyRows::new("alerts").upsert(conn, self.alerts.values(), "ON CONFLICT DO NOTHING").await
     }
 }
 

@@ -278,6 +278,23 @@ impl CommandService {
         Ok((Arc::try_unwrap(loaded.state).unwrap_or_else(|shared| (*shared).clone()), version, position))
     }
 
+    /// A stream's state just after one of its own events, the one at global `position`: the
+    /// cached state when it ends exactly at that event (what a reaction to an event appended
+    /// by this process usually finds), else the stream loaded and folded up to it. Never a
+    /// state with a later event of the stream, nor one without that event.
+    pub(crate) async fn state_at_event<A: Aggregate>(
+        &self,
+        stream_id: Uuid,
+        position: i64,
+    ) -> Result<Arc<A>, AppError> {
+        if let Some(hit) = self.cache.get::<A>(stream_id)
+            && hit.position == Some(position)
+        {
+            return Ok(hit.state);
+        }
+        Ok(self.fold::<A>(stream_id, position).await?.state)
+    }
+
     async fn fold<A: Aggregate>(&self, stream_id: Uuid, position: i64) -> Result<Loaded<A>, AppError> {
         let mut events = self.store.load(stream_id).await?;
         events.retain(|e| e.global_position <= position);
@@ -694,6 +711,36 @@ mod tests {
         assert_eq!(outcome.stream_version, 1);
         assert_eq!(outcome.last_position, Some(1));
         assert_eq!(store.all().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_state_at_an_event_comes_from_the_cache_only_when_it_ends_at_that_event() {
+        let (_, service) = service();
+        let id = examples::register_person().0;
+        service.customer(register(), CommandMeta::by(actor())).await.unwrap();
+        let assign = CustomerCommand::AssignAccountManager(AssignAccountManager {
+            customer_id: id,
+            manager: examples::staff("x", "X"),
+            reason: None,
+        });
+        let assigned = service.customer(assign, CommandMeta::by(actor())).await.unwrap();
+        assert_eq!(assigned.last_position, Some(2));
+
+        // The cached state ends at position 2: served as it is, the same shared state twice.
+        let at_2 = service.state_at_event::<Customer>(id, 2).await.unwrap();
+        assert_eq!(at_2.account_manager.as_ref().map(|m| m.id.as_str()), Some("x"));
+        assert!(Arc::ptr_eq(&at_2, &service.state_at_event::<Customer>(id, 2).await.unwrap()));
+
+        // At the first event the cache holds a later state: folded from the log instead.
+        let at_1 = service.state_at_event::<Customer>(id, 1).await.unwrap();
+        assert!(at_1.is_registered());
+        assert_eq!(at_1.account_manager, None);
+
+        // Without the cache, the same states from the log.
+        service.forget(id);
+        let loaded = service.state_at_event::<Customer>(id, 2).await.unwrap();
+        assert!(!Arc::ptr_eq(&at_2, &loaded));
+        assert_eq!(*loaded, *at_2);
     }
 
     #[test]

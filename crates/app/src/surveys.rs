@@ -7,6 +7,8 @@
 //! its position), with command ids derived from the event id: running one twice — after a
 //! crash, a rebalance or a replay — records nothing twice.
 
+use std::sync::Arc;
+
 use chrono::Duration;
 use kefu_domain::{
     DomainError,
@@ -328,8 +330,9 @@ impl CommandService {
                 let decoded: ServiceRequestEvent = event.decode().map_err(|e| AppError::Internal(e.to_string()))?;
                 match decoded {
                     ServiceRequestEvent::RequestResolved(_) => {
-                        let done = self.complete_follow_up_of(event).await?;
-                        let survey = self.survey_after_service(event, SurveyTrigger::OnResolved).await?;
+                        let request = self.request_at(event).await?;
+                        let done = self.complete_follow_up_of(event, &request).await?;
+                        let survey = self.survey_after_service(event, &request, SurveyTrigger::OnResolved).await?;
                         Ok(match (done, survey) {
                             (Reaction::Done { what: a, stream_id }, Reaction::Done { what: b, .. }) => {
                                 Reaction::Done { what: format!("{a}; {b}"), stream_id }
@@ -339,7 +342,8 @@ impl CommandService {
                         })
                     }
                     ServiceRequestEvent::RequestClosed(_) => {
-                        self.survey_after_service(event, SurveyTrigger::OnClosed).await
+                        let request = self.request_at(event).await?;
+                        self.survey_after_service(event, &request, SurveyTrigger::OnClosed).await
                     }
                     _ => Reaction::skipped("not a completion"),
                 }
@@ -366,12 +370,22 @@ impl CommandService {
         Ok(self.store().find_command(id).await?.map(|j| Reaction::Done { what: what.into(), stream_id: j.stream_id }))
     }
 
-    async fn survey_after_service(&self, event: &RecordedEvent, trigger: SurveyTrigger) -> Result<Reaction, AppError> {
+    /// The request an event of it reacts to, as it was just after that event (loaded once per
+    /// event, for every step that reacts to it).
+    async fn request_at(&self, event: &RecordedEvent) -> Result<Arc<ServiceRequest>, AppError> {
+        self.state_at_event::<ServiceRequest>(event.stream_id, event.global_position).await
+    }
+
+    async fn survey_after_service(
+        &self,
+        event: &RecordedEvent,
+        request: &ServiceRequest,
+        trigger: SurveyTrigger,
+    ) -> Result<Reaction, AppError> {
         let meta = caused_by(event, "survey-after-service", "survey-dispatch");
         if let Some(done) = self.taken(&meta, SURVEY_SENT).await? {
             return Ok(done);
         }
-        let (request, _, _) = self.load_as_of::<ServiceRequest>(event.stream_id, event.global_position).await?;
         let Some(filed) = request.filed.as_ref() else { return Reaction::skipped("unknown request") };
         if filed.origin.is_some() {
             return Reaction::skipped("a survey follow-up is not surveyed again");
@@ -467,15 +481,20 @@ impl CommandService {
         }
     }
 
-    async fn complete_follow_up_of(&self, event: &RecordedEvent) -> Result<Reaction, AppError> {
+    async fn complete_follow_up_of(
+        &self,
+        event: &RecordedEvent,
+        request: &ServiceRequest,
+    ) -> Result<Reaction, AppError> {
+        // A request's origin is fixed when it is filed: one without an origin never had this
+        // step taken, so there is no journal to look in.
+        let Some(origin) = request.filed.as_ref().and_then(|f| f.origin) else {
+            return Reaction::skipped("not a follow-up request");
+        };
         let meta = caused_by(event, "follow-up-done", "survey-follow-up");
         if let Some(done) = self.taken(&meta, FOLLOW_UP_COMPLETED).await? {
             return Ok(done);
         }
-        let (request, _, _) = self.load_as_of::<ServiceRequest>(event.stream_id, event.global_position).await?;
-        let Some(origin) = request.filed.as_ref().and_then(|f| f.origin) else {
-            return Reaction::skipped("not a follow-up request");
-        };
         let resolution = event.payload.get("resolution").and_then(|r| r.as_str()).unwrap_or_default();
         let outcome: String = format!("resolved in follow-up request {}: {resolution}", event.stream_id)
             .chars()

@@ -15,10 +15,12 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use kefu_app::{AppError, CommandService, RecordedEvent, surveys::Reaction};
 use kefu_projections::{Projection, ProjectionError};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 /// The survey automation.
 #[derive(Clone)]
@@ -76,35 +78,100 @@ impl Projection for SurveyAutomation {
         event: &'a RecordedEvent,
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
-            if !WATCHED.contains(&event.event_type.as_str()) {
-                return Ok(());
+            let mut done = Reactions::default();
+            if let Some(reaction) = self.react(event).await? {
+                done.push(event, reaction);
             }
-            let (done, what, target) = match self.commands.react(event).await {
-                Ok(Reaction::Done { what, stream_id }) => (true, what, Some(stream_id)),
-                Ok(Reaction::Skipped(why)) => (false, why, None),
-                Err(AppError::Unavailable(m)) => return Err(ProjectionError::Unavailable(m)),
-                Err(e @ AppError::Conflict { .. }) => return Err(ProjectionError::Unavailable(e.to_string())),
-                Err(e) => return Err(ProjectionError::Poison(e.to_string())),
-            };
-            if done {
-                tracing::info!(event = %event.event_id, event_type = %event.event_type, %what, "automation acted");
-            }
-            sqlx::query(
-                "INSERT INTO reactions (event_id, global_position, stream_id, event_type, occurred_at, done, what, \
-                   target_stream) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(event.event_id)
-            .bind(event.global_position)
-            .bind(event.stream_id)
-            .bind(&event.event_type)
-            .bind(event.occurred_at)
-            .bind(done)
-            .bind(what)
-            .bind(target)
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
+            done.insert(conn).await
         })
+    }
+
+    /// Reacts to the run's events one after the other, in log order (a reaction may depend
+    /// on what an earlier one sent), and records what it did in one statement.
+    fn apply_all<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [&'a RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            let mut done = Reactions::default();
+            for event in events {
+                if let Some(reaction) = self.react(event).await? {
+                    done.push(event, reaction);
+                }
+            }
+            done.insert(conn).await
+        })
+    }
+}
+
+impl SurveyAutomation {
+    /// What the automation does about one event: `None` for an event it does not watch.
+    async fn react(&self, event: &RecordedEvent) -> Result<Option<(bool, String, Option<Uuid>)>, ProjectionError> {
+        if !WATCHED.contains(&event.event_type.as_str()) {
+            return Ok(None);
+        }
+        let (done, what, target) = match self.commands.react(event).await {
+            Ok(Reaction::Done { what, stream_id }) => (true, what, Some(stream_id)),
+            Ok(Reaction::Skipped(why)) => (false, why, None),
+            Err(AppError::Unavailable(m)) => return Err(ProjectionError::Unavailable(m)),
+            Err(e @ AppError::Conflict { .. }) => return Err(ProjectionError::Unavailable(e.to_string())),
+            Err(e) => return Err(ProjectionError::Poison(e.to_string())),
+        };
+        if done {
+            tracing::info!(event = %event.event_id, event_type = %event.event_type, %what, "automation acted");
+        }
+        Ok(Some((done, what, target)))
+    }
+}
+
+/// Rows of `reactions`, written together.
+#[derive(Default)]
+struct Reactions {
+    event_id: Vec<Uuid>,
+    global_position: Vec<i64>,
+    stream_id: Vec<Uuid>,
+    event_type: Vec<String>,
+    occurred_at: Vec<DateTime<Utc>>,
+    done: Vec<bool>,
+    what: Vec<String>,
+    target_stream: Vec<Option<Uuid>>,
+}
+
+impl Reactions {
+    fn push(&mut self, event: &RecordedEvent, (done, what, target): (bool, String, Option<Uuid>)) {
+        self.event_id.push(event.event_id);
+        self.global_position.push(event.global_position);
+        self.stream_id.push(event.stream_id);
+        self.event_type.push(event.event_type.clone());
+        self.occurred_at.push(event.occurred_at);
+        self.done.push(done);
+        self.what.push(what);
+        self.target_stream.push(target);
+    }
+
+    async fn insert(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.event_id.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO reactions (event_id, global_position, stream_id, event_type, occurred_at, done, what, \
+               target_stream) \
+             SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::timestamptz[], \
+               $6::boolean[], $7::text[], $8::uuid[]) \
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(&self.event_id)
+        .bind(&self.global_position)
+        .bind(&self.stream_id)
+        .bind(&self.event_type)
+        .bind(&self.occurred_at)
+        .bind(&self.done)
+        .bind(&self.what)
+        .bind(&self.target_stream)
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 }
 
@@ -117,7 +184,7 @@ pub fn all(commands: &CommandService) -> Vec<Arc<dyn Projection>> {
 /// what).
 pub async fn reactions_of(
     conn: &mut PgConnection,
-    stream_id: uuid::Uuid,
+    stream_id: Uuid,
 ) -> Result<Vec<(String, bool, String)>, ProjectionError> {
     Ok(sqlx::query_as("SELECT event_type, done, what FROM reactions WHERE stream_id = $1 ORDER BY global_position")
         .bind(stream_id)

@@ -16,7 +16,7 @@ use kefu_domain::{
     vocab::RequestState,
 };
 use serde_json::json;
-use sqlx::{PgConnection, Row, types::Json};
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::{
@@ -307,6 +307,33 @@ struct ClockRow {
     department: Option<String>,
 }
 
+/// The columns of [`ClockRow`], in the order its `FromRow` reads them.
+const CLOCK_COLUMNS: &str = "request_id, metric, cycle, started_at, due_at, warn_at, met_at, warned, breached, \
+                             cancelled, outcome, decided_at, agent_id, department";
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ClockRow {
+    /// A row selected with [`CLOCK_COLUMNS`], decoded by position (no JSON on either side, no
+    /// lookup of columns by name).
+    fn from_row(r: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        Ok(ClockRow {
+            request_id: r.try_get(0)?,
+            metric: r.try_get(1)?,
+            cycle: r.try_get(2)?,
+            started_at: r.try_get(3)?,
+            due_at: r.try_get(4)?,
+            warn_at: r.try_get(5)?,
+            met_at: r.try_get(6)?,
+            warned: r.try_get(7)?,
+            breached: r.try_get(8)?,
+            cancelled: r.try_get(9)?,
+            outcome: r.try_get(10)?,
+            decided_at: r.try_get(11)?,
+            agent_id: r.try_get(12)?,
+            department: r.try_get(13)?,
+        })
+    }
+}
+
 /// After an event, its request's clocks onto their rows. A decided clock keeps the agent and
 /// department it was decided with, and its first decision time.
 fn step_clocks(
@@ -567,13 +594,13 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
         folded.views.insert(row.try_get("request_id")?, Some(view_from(row)?));
     }
     if !rows.is_empty() {
-        // Rows as JSON named by their columns: one typed value per row.
-        let stored: Vec<Json<ClockRow>> =
-            sqlx::query_scalar("SELECT to_jsonb(c) FROM request_clocks c WHERE request_id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&mut *conn)
-                .await?;
-        for Json(c) in stored {
+        let stored: Vec<ClockRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {CLOCK_COLUMNS} FROM request_clocks WHERE request_id = ANY($1)"
+        )))
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        for c in stored {
             folded.clocks.insert((c.request_id, c.metric.clone(), c.cycle), c);
         }
     }

@@ -77,35 +77,31 @@ impl Projection for SurveyAutomation {
         conn: &'a mut PgConnection,
         event: &'a RecordedEvent,
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
-        Box::pin(async move {
-            let mut done = Reactions::default();
-            if let Some(reaction) = self.react(event).await? {
-                done.push(event, reaction);
-            }
-            done.insert(conn).await
-        })
+        Box::pin(async move { self.react_all(conn, std::slice::from_ref(&event)).await })
     }
 
-    /// Reacts to the run's events one after the other, in log order (a reaction may depend
-    /// on what an earlier one sent), and records what it did in one statement.
     fn apply_all<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
-        Box::pin(async move {
-            let mut done = Reactions::default();
-            for event in events {
-                if let Some(reaction) = self.react(event).await? {
-                    done.push(event, reaction);
-                }
-            }
-            done.insert(conn).await
-        })
+        Box::pin(self.react_all(conn, events))
     }
 }
 
 impl SurveyAutomation {
+    /// Reacts to the events one after the other, in log order (a reaction may depend on what
+    /// an earlier one sent), and records what it did in one statement.
+    async fn react_all(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+        let mut done = Reactions::default();
+        for event in events {
+            if let Some(reaction) = self.react(event).await? {
+                done.push(event, reaction);
+            }
+        }
+        done.insert(conn).await
+    }
+
     /// What the automation does about one event: `None` for an event it does not watch.
     async fn react(&self, event: &RecordedEvent) -> Result<Option<(bool, String, Option<Uuid>)>, ProjectionError> {
         if !WATCHED.contains(&event.event_type.as_str()) {

@@ -75,7 +75,11 @@ CREATE TABLE requests (
     next_warn_at            timestamptz,
     breached                boolean     NOT NULL DEFAULT false,
     policy_name             text        NOT NULL,
+    -- The aggregate without its filing, rewritten with every change; the filing (most of its
+    -- bytes, and fixed once filed) is written once, when the request first appears, and an
+    -- update leaves it where it is. NULL only in a batch's staging rows for known requests.
     state_json              json        COMPRESSION lz4 NOT NULL,
+    filing                  json        COMPRESSION lz4,
     resolution              jsonb,
     version                 bigint      NOT NULL,
     last_position           bigint      NOT NULL,
@@ -432,6 +436,7 @@ struct RequestRow<'a> {
     breached: bool,
     policy_name: &'a str,
     state_json: AsJson<&'a ServiceRequest>,
+    filing: Option<AsJson<&'a kefu_domain::service_request::RequestFiled>>,
     resolution: AsJson<&'a Option<serde_json::Value>>,
     version: i64,
     last_position: i64,
@@ -486,6 +491,7 @@ impl<'a> RequestRow<'a> {
             breached: f.breached,
             policy_name: filed.sla.policy_name.as_str(),
             state_json: AsJson(s),
+            filing: Some(AsJson(filed)),
             resolution: AsJson(&f.resolution),
             version: f.version,
             last_position: f.last_position,
@@ -539,6 +545,8 @@ struct Folded {
     updated: BTreeMap<Uuid, DateTime<Utc>>,
     /// The clocks a batch changed (a rebuild writes them all).
     touched: Option<BTreeSet<(Uuid, String, i32)>>,
+    /// The requests whose filing is stored already (a batch's known ones).
+    stored: BTreeSet<Uuid>,
 }
 
 impl Folded {
@@ -560,6 +568,20 @@ impl Folded {
         }
         self.updated.insert(id, e.occurred_at);
         Ok(())
+    }
+
+    /// Moves every folded request's filing out of its aggregate, for writing: `state_json`
+    /// keeps the rest, the filing has a column of its own.
+    fn take_filings(&mut self) -> BTreeMap<Uuid, kefu_domain::service_request::RequestFiled> {
+        self.views.iter_mut().filter_map(|(id, v)| Some((*id, v.as_mut()?.state.filed.take()?))).collect()
+    }
+
+    /// The rows of the changed requests; the filing only of those not stored yet.
+    fn request_rows<'a>(
+        &'a self,
+        filings: &'a BTreeMap<Uuid, kefu_domain::service_request::RequestFiled>,
+    ) -> RequestRows<'a> {
+        RequestRows { folded: self, filings, ids: self.updated.iter() }
     }
 
     /// The changed clocks.
@@ -591,7 +613,9 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
     .fetch_all(&mut *conn)
     .await?;
     for row in &rows {
-        folded.views.insert(row.try_get("request_id")?, Some(view_from(row)?));
+        let id = row.try_get("request_id")?;
+        folded.views.insert(id, Some(view_from(row)?));
+        folded.stored.insert(id);
     }
     if !rows.is_empty() {
         let stored: Vec<ClockRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -607,7 +631,8 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
     for (e, event) in &decoded {
         folded.fold(e, event)?;
     }
-    let requests: Vec<RequestRow<'_>> = RequestRows { folded: &folded, ids: folded.updated.iter() }.collect();
+    let filings = folded.take_filings();
+    let requests: Vec<RequestRow<'_>> = folded.request_rows(&filings).collect();
     CopyRows::new("requests").upsert(conn, requests.into_iter(), REQUESTS_CONFLICT).await?;
     CopyRows::new("request_clocks")
         .upsert(
@@ -625,6 +650,7 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
 /// not be `Send` across the `COPY`'s awaits).
 struct RequestRows<'a> {
     folded: &'a Folded,
+    filings: &'a BTreeMap<Uuid, kefu_domain::service_request::RequestFiled>,
     ids: std::collections::btree_map::Iter<'a, Uuid, DateTime<Utc>>,
 }
 
@@ -634,9 +660,13 @@ impl<'a> Iterator for RequestRows<'a> {
     fn next(&mut self) -> Option<RequestRow<'a>> {
         for (id, at) in self.ids.by_ref() {
             if let Some(Some(v)) = self.folded.views.get(id)
-                && let Some(filed) = &v.state.filed
+                && let Some(filed) = self.filings.get(id)
             {
-                return Some(RequestRow::of(*id, v, filed, *at));
+                let mut row = RequestRow::of(*id, v, filed, *at);
+                if self.folded.stored.contains(id) {
+                    row.filing = None;
+                }
+                return Some(row);
             }
         }
         None
@@ -660,8 +690,8 @@ impl BulkFold for BulkRequests {
             if !last {
                 return Ok(());
             }
-            let requests = RequestRows { folded: &self.0, ids: self.0.updated.iter() };
-            CopyRows::new("requests").write_all(conn, requests).await?;
+            let filings = self.0.take_filings();
+            CopyRows::new("requests").write_all(conn, self.0.request_rows(&filings)).await?;
             CopyRows::new("request_clocks").write_all(conn, self.0.clock_rows().into_iter()).await
         })
     }
@@ -769,9 +799,9 @@ macro_rules! listed_columns {
 }
 
 /// The columns and the aggregate as text (decoded by the caller, or only when needed).
-const VIEW_COLUMNS: &str = concat!("state_json::text AS state_json, ", listed_columns!());
+const VIEW_COLUMNS: &str = concat!("state_json::text AS state_json, filing::text AS filing, ", listed_columns!());
 /// The columns only (the aggregate's few kB stay in the database).
-const LISTED_COLUMNS: &str = concat!("NULL::text AS state_json, ", listed_columns!());
+const LISTED_COLUMNS: &str = concat!("NULL::text AS state_json, NULL::text AS filing, ", listed_columns!());
 
 /// Whether a read of requests brings their aggregates along: a list whose selection shows only
 /// columns leaves them in the database (a reader that needs one after all reads it by id).
@@ -829,9 +859,9 @@ fn facts_from(row: &sqlx::postgres::PgRow) -> Result<RequestFacts, sqlx::Error> 
 
 /// A stored request with its aggregate decoded (the batch path folds onto it).
 fn view_from(row: &sqlx::postgres::PgRow) -> Result<RequestView, sqlx::Error> {
-    let text: String = row.try_get("state_json")?;
-    let state = serde_json::from_str(&text)
-        .map_err(|e| sqlx::Error::ColumnDecode { index: "state_json".into(), source: Box::new(e) })?;
+    let (state, filing): (String, String) = (row.try_get("state_json")?, row.try_get("filing")?);
+    let state = stored::aggregate(&state, &filing)
+        .map_err(|e| sqlx::Error::ColumnDecode { index: "state_json".into(), source: e.into() })?;
     Ok(RequestView { state, facts: facts_from(row)? })
 }
 

@@ -346,6 +346,21 @@ async fn backlog_compliance_and_trail_follow_the_story_and_rebuilds_equal_them()
     let mut tx = kefu_projections::read(&db.pool, sr::NAME).await?;
     let open = BacklogFilter::default();
 
+    // Each filing is written once, when its request first appears, and kept by the batches
+    // that change the request later; the stored aggregate holds the rest and reads whole.
+    let (without_filing, filing_in_state): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE filing IS NULL), \
+                count(*) FILTER (WHERE jsonb_typeof(state_json::jsonb -> 'filed') = 'object') FROM requests",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    assert_eq!((without_filing, filing_in_state), (0, 0));
+    for id in [a, b, c, d, e, f] {
+        let stored = sr::request(&mut tx, id).await?.expect("every request is stored");
+        let filed = stored.aggregate.get()?.filed.as_ref().expect("the aggregate reads with its filing");
+        assert_eq!((filed.request_id, filed.subject.as_str()), (id, stored.listed.subject.as_str()));
+    }
+
     // Orders.
     assert_eq!(listed(&mut tx, &open, BacklogOrder::OldestFirst).await?, [b, c, d]);
     assert_eq!(listed(&mut tx, &open, BacklogOrder::NewestFirst).await?, [d, c, b]);

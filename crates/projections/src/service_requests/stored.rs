@@ -1,8 +1,8 @@
 //! A request as a read finds it: the listed columns typed, the folded aggregate decoded only
 //! when a reader asks for something only it holds.
 //!
-//! A request's aggregate (`state_json`) is a few kilobytes of JSON with its filing, clocks and
-//! reporters; lists and the customer 360 show columns the projection already keeps beside it
+//! A request's aggregate is a few kilobytes of JSON (stored as `state_json`, with its filing,
+//! most of it, in `filing`); lists and the customer 360 show columns the projection already keeps beside it
 //! (subject, state, priority, owner, deadlines…). Decoding every row's aggregate was most of
 //! the gateway's time for a backlog page (`docs/benchmarks.md`), so reads keep its text and
 //! decode it at most once, on first use.
@@ -141,13 +141,14 @@ pub struct LazyAggregate(Arc<Lazy>);
 
 struct Lazy {
     request_id: Uuid,
-    /// The stored JSON (`None`: the read left it in the database).
-    text: Option<String>,
+    /// The stored JSON: the aggregate without its filing, and the filing (`None`: the read left
+    /// them in the database).
+    text: Option<(String, String)>,
     decoded: OnceLock<Result<ServiceRequest, String>>,
 }
 
 impl LazyAggregate {
-    fn stored(request_id: Uuid, text: Option<String>) -> Self {
+    fn stored(request_id: Uuid, text: Option<(String, String)>) -> Self {
         LazyAggregate(Arc::new(Lazy { request_id, text, decoded: OnceLock::new() }))
     }
 
@@ -165,7 +166,7 @@ impl LazyAggregate {
     pub fn get(&self) -> Result<&ServiceRequest, ProjectionError> {
         let lazy = &*self.0;
         let decoded = lazy.decoded.get_or_init(|| match &lazy.text {
-            Some(text) => serde_json::from_str(text).map_err(|e| format!("does not decode: {e}")),
+            Some((state, filing)) => aggregate(state, filing),
             None => Err("was not read (the list read only the columns)".to_string()),
         });
         decoded
@@ -184,11 +185,21 @@ impl std::fmt::Debug for LazyAggregate {
         match self.0.decoded.get() {
             Some(Ok(state)) => state.fmt(f),
             _ => match &self.0.text {
-                Some(text) => write!(f, "Aggregate({} bytes of JSON, not decoded)", text.len()),
+                Some((state, filing)) => {
+                    write!(f, "Aggregate({} bytes of JSON, not decoded)", state.len() + filing.len())
+                }
                 None => f.write_str("Aggregate(not read)"),
             },
         }
     }
+}
+
+/// A stored aggregate from its two columns: the aggregate without its filing, and the filing.
+pub(super) fn aggregate(state: &str, filing: &str) -> Result<ServiceRequest, String> {
+    let mut aggregate: ServiceRequest = serde_json::from_str(state).map_err(|e| format!("does not decode: {e}"))?;
+    aggregate.filed =
+        Some(serde_json::from_str(filing).map_err(|e| format!("has a filing that does not decode: {e}"))?);
+    Ok(aggregate)
 }
 
 /// A request as reads find it: its listed columns and derived facts, and its aggregate.
@@ -206,7 +217,9 @@ impl StoredRequest {
     /// A row of `requests` (selected with the read model's column list).
     pub(super) fn from_row(row: &PgRow) -> Result<StoredRequest, sqlx::Error> {
         let listed = Listed::from_row(row)?;
-        let aggregate = LazyAggregate::stored(listed.request_id, row.try_get("state_json")?);
+        let state: Option<String> = row.try_get("state_json")?;
+        let filing: Option<String> = row.try_get("filing")?;
+        let aggregate = LazyAggregate::stored(listed.request_id, state.zip(filing));
         Ok(StoredRequest { facts: facts_from(row)?, aggregate, listed })
     }
 

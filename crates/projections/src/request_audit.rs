@@ -257,7 +257,7 @@ impl Shown {
     }
 
     /// `event` applied with the domain's rules; what the trail shows before and after.
-    fn apply(&mut self, event: &E) -> (Vec<(&'static str, Value)>, Vec<(&'static str, Value)>) {
+    fn apply(&mut self, event: &E) -> (Watched, Watched) {
         let mut request = self.request();
         let before = watched(self.filed, &request);
         request.apply(event);
@@ -275,8 +275,11 @@ impl Shown {
     }
 }
 
+/// What the trail shows of a request: each watched field's name and value.
+type Watched = Vec<(&'static str, Value)>;
+
 /// The fields of a request whose changes the trail shows (`filed`: whether it has been filed).
-fn watched(filed: bool, s: &ServiceRequest) -> Vec<(&'static str, Value)> {
+fn watched(filed: bool, s: &ServiceRequest) -> Watched {
     let staff_json = |s: &Option<StaffRef>| s.as_ref().map(|s| json!(s)).unwrap_or(Value::Null);
     vec![
         ("state", if filed { json!(s.state().as_str()) } else { Value::Null }),

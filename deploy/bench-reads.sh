@@ -59,6 +59,7 @@ sql() { "$PSQL" -h 127.0.0.1 -p "$PG_PORT" -U kefu -d postgres -qtAc "$1"; }
 sql "DROP DATABASE IF EXISTS bench_reads WITH (FORCE)" && sql "CREATE DATABASE bench_reads"
 PG_PID="$(head -n1 "$(pg_data_dir bench)/postmaster.pid")"
 
+wait_for_port_free "$HTTP_PORT"
 DATABASE_URL="$SERVER/bench_reads" KEFU_KAFKA_BROKERS="127.0.0.1:$BROKER_PORT" \
   KEFU_KAFKA_TOPIC="bench.reads.$(date +%s)" KEFU_HTTP_ADDR="127.0.0.1:$HTTP_PORT" KEFU_AUTH_MODE=dev \
   KEFU_DB_MAX_CONNECTIONS="$CONNECTIONS" RUST_LOG=warn \

@@ -89,6 +89,7 @@ for round in $(seq 1 "$ROUNDS"); do
   fresh_db bench_kefu
   stop_broker bench
   start_broker bench "$BROKER_PORT"
+  wait_for_port_free "$HTTP_PORT"
   DATABASE_URL="$SERVER/bench_kefu" KEFU_KAFKA_BROKERS="127.0.0.1:$BROKER_PORT" \
     KEFU_KAFKA_TOPIC="bench.events.$round" KEFU_HTTP_ADDR="127.0.0.1:$HTTP_PORT" KEFU_AUTH_MODE=dev \
     KEFU_DB_MAX_CONNECTIONS=$((CONCURRENCY + 8)) RUST_LOG=warn \

@@ -306,6 +306,23 @@ build_bench_binaries() {
   (cd "$KEFU_ROOT" && cargo build --locked --release -p kefu-cli --bin kefu && cargo build --locked --release -p kefu-bench)
 }
 
+# Waits (up to a minute) until a server can listen on 127.0.0.1:$1 again: right after a gateway
+# stops, the connections it was closing can hold its port for a while, and a new `kefu run`
+# started then fails with "Address already in use".
+wait_for_port_free() {
+  local port="$1"
+  for _ in $(seq 1 300); do
+    python3 - "$port" 2>/dev/null <<'PY' && return 0
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+PY
+    sleep 0.2
+  done
+  die "127.0.0.1:$port is still in use a minute after the last gateway stopped"
+}
+
 # Waits until the gateway on 127.0.0.1:$1 answers /readyz; fails when process $2 stops first
 # (its output is in $3).
 wait_for_gateway() {

@@ -261,8 +261,10 @@ impl Shown {
         let mut request = self.request();
         let before = watched(self.filed, &request);
         request.apply(event);
+        let filed = self.filed || request.filed.is_some();
+        let after = watched(filed, &request);
         *self = Shown {
-            filed: self.filed || request.filed.is_some(),
+            filed,
             state: request.state,
             owner: request.owner,
             assignee: request.assignee,
@@ -271,7 +273,7 @@ impl Shown {
             reporters: request.reporters,
             paused_since: request.paused_since,
         };
-        (before, watched(self.filed, &self.request()))
+        (before, after)
     }
 }
 

@@ -100,15 +100,25 @@ pub async fn apply_batch(
     }
 }
 
-/// A transaction writing to `generation`: its schema on the search path, and lz4 for every
-/// value PostgreSQL compresses (pglz was a fifth of its time in a rebuild).
+/// A transaction writing to `generation`: its schema on the search path, lz4 for every value
+/// PostgreSQL compresses (pglz was a fifth of its time in a rebuild), and an asynchronous
+/// commit (ADR 0019).
+///
+/// A read model is derived from the log, and its consumer's offsets are stored in the same
+/// transaction as the rows they produced; PostgreSQL may lose the last asynchronously
+/// committed transactions in a crash, but only whole, in commit order, and never corrupts:
+/// the rows and the offsets go back together, and the consumer re-applies those events from
+/// the broker. Nothing outside reads a projection's commit as a promise (automations send
+/// commands whose ids derive from the event; the scheduler only learns from read models when
+/// to ask an aggregate). The event store's own commits stay synchronous.
 pub(crate) async fn begin_writing(
     pool: &PgPool,
     generation: &Generation,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ProjectionError> {
     let mut tx = pool.begin().await?;
     sqlx::raw_sql(AssertSqlSafe(format!(
-        "SET LOCAL search_path TO {}; SET LOCAL default_toast_compression = lz4",
+        "SET LOCAL search_path TO {}; SET LOCAL default_toast_compression = lz4; \
+         SET LOCAL synchronous_commit = off",
         generation.schema
     )))
     .execute(&mut *tx)
@@ -380,4 +390,45 @@ pub async fn stored_offsets(pool: &PgPool, generation: &Generation) -> Result<Ha
         out.insert(r.try_get("partition")?, r.try_get("next_offset")?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use sqlx::{ConnectOptions, postgres::PgPoolOptions};
+
+    use super::*;
+    use crate::registry::Status;
+
+    /// A read model's transaction commits without waiting for the disk (ADR 0019) even on a
+    /// server whose default is to wait, and only that transaction: the same connection waits
+    /// again afterwards (the event store's commits share these servers and must stay durable).
+    #[tokio::test]
+    async fn read_model_transactions_alone_commit_asynchronously() {
+        let db = kefu_testkit::fresh_database().await.unwrap();
+        let options = db.url.parse::<sqlx::postgres::PgConnectOptions>().unwrap();
+        // The test cluster runs with synchronous_commit off for everything; a production
+        // server waits.
+        let options = options.options([("synchronous_commit", "on")]).disable_statement_logging();
+        let pool = PgPoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        let generation = Generation {
+            name: "probe".into(),
+            generation: 1,
+            schema: "public".into(),
+            status: Status::Building,
+            fingerprint: String::new(),
+            topic: "t".into(),
+            created_at: Utc::now(),
+            activated_at: None,
+        };
+        let setting =
+            "SELECT current_setting('synchronous_commit') || ' ' || current_setting('default_toast_compression')";
+        let mut tx = begin_writing(&pool, &generation).await.unwrap();
+        let inside: String = sqlx::query_scalar(setting).fetch_one(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        let after: String = sqlx::query_scalar(setting).fetch_one(&pool).await.unwrap();
+        assert_eq!(inside, "off lz4");
+        assert!(after.starts_with("on "), "the setting leaked out of the transaction: {after}");
+    }
 }

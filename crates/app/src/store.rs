@@ -1,5 +1,7 @@
 //! The event-store port: what the command side needs from storage.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -189,4 +191,21 @@ pub trait EventStore: Send + Sync {
 
     /// The journal entry of a command id, if any.
     fn find_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<JournalledCommand>, StoreError>>;
+
+    /// Which of these command ids are journalled, each with its stream (for callers that only
+    /// ask whether a step was taken; a store answers in one read).
+    fn journalled_streams<'a>(
+        &'a self,
+        command_ids: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<HashMap<Uuid, Uuid>, StoreError>> {
+        Box::pin(async move {
+            let mut found = HashMap::new();
+            for id in command_ids {
+                if let Some(j) = self.find_command(*id).await? {
+                    found.insert(*id, j.stream_id);
+                }
+            }
+            Ok(found)
+        })
+    }
 }

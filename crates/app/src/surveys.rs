@@ -7,7 +7,7 @@
 //! its position), with command ids derived from the event id: running one twice — after a
 //! crash, a rebalance or a replay — records nothing twice.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::Duration;
 use kefu_domain::{
@@ -93,9 +93,33 @@ const FOLLOW_UP_COMPLETED: &str = "survey follow-up completed";
 
 /// Meta of a command caused by an event: derived command id, the event's business time,
 /// correlation and the event as cause.
+/// The steps a reaction may take, each with a command id derived from its event and the step.
+const SURVEY_STEP: &str = "survey-after-service";
+const FOLLOW_UP_REQUEST_STEP: &str = "follow-up-request";
+const FOLLOW_UP_DONE_STEP: &str = "follow-up-done";
+
+fn step_id(event: &RecordedEvent, step: &str) -> Uuid {
+    Uuid::new_v5(&event.event_id, step.as_bytes())
+}
+
+/// The steps that may follow an event of this type.
+fn steps_of(event_type: &str) -> &'static [&'static str] {
+    match event_type {
+        "RequestResolved" => &[FOLLOW_UP_DONE_STEP, SURVEY_STEP],
+        "RequestClosed" => &[SURVEY_STEP],
+        "SurveyFollowUpOpened" => &[FOLLOW_UP_REQUEST_STEP],
+        _ => &[],
+    }
+}
+
+/// Steps already taken for a batch of events: the journalled commands among their derived ids,
+/// with the stream each went to (read in one query before the batch is reacted to).
+#[derive(Debug, Default)]
+pub struct TakenSteps(HashMap<Uuid, Uuid>);
+
 fn caused_by(event: &RecordedEvent, step: &str, actor: &str) -> CommandMeta {
     let mut meta = CommandMeta::by(Actor::system(actor));
-    meta.command_id = Some(Uuid::new_v5(&event.event_id, step.as_bytes()));
+    meta.command_id = Some(step_id(event, step));
     meta.occurred_at = Some(event.occurred_at);
     meta.correlation_id = event.correlation_id;
     meta.causation_id = Some(event.event_id);
@@ -325,14 +349,34 @@ impl CommandService {
     /// Reacts to one event of the log: a survey after a completed service, the follow-up
     /// request of a dissatisfied answer, the follow-up completed when its request is resolved.
     pub async fn react(&self, event: &RecordedEvent) -> Result<Reaction, AppError> {
+        let taken = self.taken_steps(std::slice::from_ref(&event)).await?;
+        self.react_knowing(event, &taken).await
+    }
+
+    /// The steps already taken for `events` ([`CommandService::react_knowing`]), in one read of
+    /// the journal.
+    pub async fn taken_steps(&self, events: &[&RecordedEvent]) -> Result<TakenSteps, AppError> {
+        let ids: Vec<Uuid> =
+            events.iter().flat_map(|e| steps_of(&e.event_type).iter().map(|step| step_id(e, step))).collect();
+        if ids.is_empty() {
+            return Ok(TakenSteps::default());
+        }
+        Ok(TakenSteps(self.store().journalled_streams(&ids).await?))
+    }
+
+    /// [`CommandService::react`], with the steps taken for the event already read
+    /// ([`CommandService::taken_steps`] of a batch holding it, read before any of the batch's
+    /// reactions: each step's id is its event's own, so no reaction takes another's step).
+    pub async fn react_knowing(&self, event: &RecordedEvent, taken: &TakenSteps) -> Result<Reaction, AppError> {
         match event.stream_type.as_str() {
             "service_request" => {
                 let decoded: ServiceRequestEvent = event.decode().map_err(|e| AppError::Internal(e.to_string()))?;
                 match decoded {
                     ServiceRequestEvent::RequestResolved(_) => {
                         let request = self.request_at(event).await?;
-                        let done = self.complete_follow_up_of(event, &request).await?;
-                        let survey = self.survey_after_service(event, &request, SurveyTrigger::OnResolved).await?;
+                        let done = self.complete_follow_up_of(event, &request, taken).await?;
+                        let survey =
+                            self.survey_after_service(event, &request, SurveyTrigger::OnResolved, taken).await?;
                         Ok(match (done, survey) {
                             (Reaction::Done { what: a, stream_id }, Reaction::Done { what: b, .. }) => {
                                 Reaction::Done { what: format!("{a}; {b}"), stream_id }
@@ -343,7 +387,7 @@ impl CommandService {
                     }
                     ServiceRequestEvent::RequestClosed(_) => {
                         let request = self.request_at(event).await?;
-                        self.survey_after_service(event, &request, SurveyTrigger::OnClosed).await
+                        self.survey_after_service(event, &request, SurveyTrigger::OnClosed, taken).await
                     }
                     _ => Reaction::skipped("not a completion"),
                 }
@@ -352,7 +396,7 @@ impl CommandService {
                 let decoded: SurveyEvent = event.decode().map_err(|e| AppError::Internal(e.to_string()))?;
                 match decoded {
                     SurveyEvent::SurveyFollowUpOpened(f) if f.action == FollowUpKind::ServiceRequest => {
-                        self.open_follow_up_request(event, &f).await
+                        self.open_follow_up_request(event, &f, taken).await
                     }
                     _ => Reaction::skipped("nothing follows"),
                 }
@@ -365,9 +409,9 @@ impl CommandService {
     /// then. A replay reports that instead of deciding again, since the configuration or the
     /// data it decided on may have changed since and a different decision under the same
     /// command id would be refused.
-    async fn taken(&self, meta: &CommandMeta, what: &str) -> Result<Option<Reaction>, AppError> {
-        let Some(id) = meta.command_id else { return Ok(None) };
-        Ok(self.store().find_command(id).await?.map(|j| Reaction::Done { what: what.into(), stream_id: j.stream_id }))
+    fn taken(meta: &CommandMeta, what: &str, taken: &TakenSteps) -> Option<Reaction> {
+        let id = meta.command_id?;
+        taken.0.get(&id).map(|stream_id| Reaction::Done { what: what.into(), stream_id: *stream_id })
     }
 
     /// The request an event of it reacts to, as it was just after that event (loaded once per
@@ -381,9 +425,10 @@ impl CommandService {
         event: &RecordedEvent,
         request: &ServiceRequest,
         trigger: SurveyTrigger,
+        taken: &TakenSteps,
     ) -> Result<Reaction, AppError> {
-        let meta = caused_by(event, "survey-after-service", "survey-dispatch");
-        if let Some(done) = self.taken(&meta, SURVEY_SENT).await? {
+        let meta = caused_by(event, SURVEY_STEP, "survey-dispatch");
+        if let Some(done) = Self::taken(&meta, SURVEY_SENT, taken) {
             return Ok(done);
         }
         let Some(filed) = request.filed.as_ref() else { return Reaction::skipped("unknown request") };
@@ -435,9 +480,10 @@ impl CommandService {
         &self,
         event: &RecordedEvent,
         f: &kefu_domain::survey::SurveyFollowUpOpened,
+        taken: &TakenSteps,
     ) -> Result<Reaction, AppError> {
-        let meta = caused_by(event, "follow-up-request", "survey-follow-up");
-        if let Some(done) = self.taken(&meta, FOLLOW_UP_OPENED).await? {
+        let meta = caused_by(event, FOLLOW_UP_REQUEST_STEP, "survey-follow-up");
+        if let Some(done) = Self::taken(&meta, FOLLOW_UP_OPENED, taken) {
             return Ok(done);
         }
         let (survey, _, _) = self.load_as_of::<Survey>(event.stream_id, event.global_position).await?;
@@ -485,14 +531,15 @@ impl CommandService {
         &self,
         event: &RecordedEvent,
         request: &ServiceRequest,
+        taken: &TakenSteps,
     ) -> Result<Reaction, AppError> {
         // A request's origin is fixed when it is filed: one without an origin never had this
         // step taken, so there is no journal to look in.
         let Some(origin) = request.filed.as_ref().and_then(|f| f.origin) else {
             return Reaction::skipped("not a follow-up request");
         };
-        let meta = caused_by(event, "follow-up-done", "survey-follow-up");
-        if let Some(done) = self.taken(&meta, FOLLOW_UP_COMPLETED).await? {
+        let meta = caused_by(event, FOLLOW_UP_DONE_STEP, "survey-follow-up");
+        if let Some(done) = Self::taken(&meta, FOLLOW_UP_COMPLETED, taken) {
             return Ok(done);
         }
         let resolution = event.payload.get("resolution").and_then(|r| r.as_str()).unwrap_or_default();

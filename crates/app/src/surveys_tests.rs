@@ -189,6 +189,16 @@ async fn a_resolved_complaint_is_surveyed_once_with_its_context() {
     let replayed = w.react_from(0).await;
     assert_eq!(w.count(), n);
     assert_eq!(replayed[from], Reaction::Done { what: "survey sent".into(), stream_id: survey_id }, "{replayed:?}");
+    // The same as one batch, the journal read once for all of it (as the automation does).
+    let events = w.store.all();
+    let batch: Vec<&RecordedEvent> = events.iter().collect();
+    let taken = w.service.taken_steps(&batch).await.unwrap();
+    let mut in_batch = Vec::new();
+    for e in &batch {
+        in_batch.push(w.service.react_knowing(e, &taken).await.unwrap());
+    }
+    assert_eq!(w.count(), n, "a batch replay recorded something");
+    assert_eq!(in_batch[..replayed.len()], replayed[..], "a batch replay reports what one-by-one replays do");
     // The request before the policy was never surveyed.
     assert!(w.service.load::<Survey>(survey_id_for_request(before_policy)).await.unwrap().0.sent.is_none());
 }

@@ -17,7 +17,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use kefu_app::{AppError, CommandService, RecordedEvent, surveys::Reaction};
+use kefu_app::{
+    AppError, CommandService, RecordedEvent,
+    surveys::{Reaction, TakenSteps},
+};
 use kefu_projections::{Projection, ProjectionError};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -91,11 +94,15 @@ impl Projection for SurveyAutomation {
 
 impl SurveyAutomation {
     /// Reacts to the events one after the other, in log order (a reaction may depend on what
-    /// an earlier one sent), and records what it did in one statement.
+    /// an earlier one sent), and records what it did in one statement. Which steps were
+    /// already taken (a redelivery, a rebuild) is read from the journal once for the batch.
     async fn react_all(&self, conn: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+        let watched: Vec<&RecordedEvent> =
+            events.iter().copied().filter(|e| WATCHED.contains(&e.event_type.as_str())).collect();
+        let taken = self.commands.taken_steps(&watched).await.map_err(failed)?;
         let mut done = Reactions::default();
-        for event in events {
-            if let Some(reaction) = self.react(event).await? {
+        for event in watched {
+            if let Some(reaction) = self.react(event, &taken).await? {
                 done.push(event, reaction);
             }
         }
@@ -103,21 +110,32 @@ impl SurveyAutomation {
     }
 
     /// What the automation does about one event: `None` for an event it does not watch.
-    async fn react(&self, event: &RecordedEvent) -> Result<Option<(bool, String, Option<Uuid>)>, ProjectionError> {
+    async fn react(
+        &self,
+        event: &RecordedEvent,
+        taken: &TakenSteps,
+    ) -> Result<Option<(bool, String, Option<Uuid>)>, ProjectionError> {
         if !WATCHED.contains(&event.event_type.as_str()) {
             return Ok(None);
         }
-        let (done, what, target) = match self.commands.react(event).await {
+        let (done, what, target) = match self.commands.react_knowing(event, taken).await {
             Ok(Reaction::Done { what, stream_id }) => (true, what, Some(stream_id)),
             Ok(Reaction::Skipped(why)) => (false, why, None),
-            Err(AppError::Unavailable(m)) => return Err(ProjectionError::Unavailable(m)),
-            Err(e @ AppError::Conflict { .. }) => return Err(ProjectionError::Unavailable(e.to_string())),
-            Err(e) => return Err(ProjectionError::Poison(e.to_string())),
+            Err(e) => return Err(failed(e)),
         };
         if done {
             tracing::info!(event = %event.event_id, event_type = %event.event_type, %what, "automation acted");
         }
         Ok(Some((done, what, target)))
+    }
+}
+
+/// A reaction that failed: unavailable (the batch is retried) or poison (its stream parked).
+fn failed(e: AppError) -> ProjectionError {
+    match e {
+        AppError::Unavailable(m) => ProjectionError::Unavailable(m),
+        e @ AppError::Conflict { .. } => ProjectionError::Unavailable(e.to_string()),
+        e => ProjectionError::Poison(e.to_string()),
     }
 }
 

@@ -1,6 +1,9 @@
 //! The PostgreSQL event store.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
 use futures::future::BoxFuture;
 use kefu_app::{
@@ -175,5 +178,20 @@ impl EventStore for PgEventStore {
 
     fn find_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<JournalledCommand>, StoreError>> {
         Box::pin(self.journalled(command_id))
+    }
+
+    fn journalled_streams<'a>(
+        &'a self,
+        command_ids: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<HashMap<Uuid, Uuid>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<(Uuid, Uuid)> =
+                sqlx::query_as("SELECT command_id, stream_id FROM event_store.commands WHERE command_id = ANY($1)")
+                    .bind(command_ids)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+            Ok(rows.into_iter().collect())
+        })
     }
 }

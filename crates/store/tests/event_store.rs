@@ -128,6 +128,28 @@ async fn a_retried_command_appends_nothing_and_returns_the_first_result() -> any
     Ok(())
 }
 
+/// Which of many command ids were journalled, each with its stream, in one read: what the
+/// automations ask for a batch of events before reacting to it.
+#[tokio::test]
+async fn journalled_commands_are_found_together_with_their_streams() -> anyhow::Result<()> {
+    let store = store().await?;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let first = request(a, 0, 1);
+    let second = request(b, 0, 2);
+    store.append(first.clone()).await?;
+    store.append(second.clone()).await?;
+    let unknown = Uuid::now_v7();
+    let ids = [first.command.command_id, unknown, second.command.command_id];
+    let found = store.journalled_streams(&ids).await?;
+    assert_eq!(
+        found,
+        [(first.command.command_id, a), (second.command.command_id, b)].into_iter().collect(),
+        "an unknown id is absent, the others map to their streams"
+    );
+    assert!(store.journalled_streams(&[]).await?.is_empty());
+    Ok(())
+}
+
 #[tokio::test]
 async fn concurrent_appends_to_one_stream_have_exactly_one_winner_per_version() -> anyhow::Result<()> {
     for flights in [1, 2] {

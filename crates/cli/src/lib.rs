@@ -274,8 +274,12 @@ fn relay_options(relay: &RelayArgs) -> RelayOptions {
 
 /// The write path of one process: one group-committing writer and one stream cache, shared
 /// by everything in the process that sends commands.
-fn command_service(pool: &PgPool) -> kefu_app::CommandService {
-    kefu_app::CommandService::new(Arc::new(kefu_store::PgEventStore::new(pool.clone())))
+fn command_service(pool: &PgPool, db: &DatabaseArgs) -> kefu_app::CommandService {
+    let cache = match db.stream_cache_mb {
+        0 => kefu_app::cache::StreamCache::new(0, 0),
+        mb => kefu_app::cache::StreamCache::new(kefu_app::commands::DEFAULT_CACHE_STREAMS, mb << 20),
+    };
+    kefu_app::CommandService::new(Arc::new(kefu_store::PgEventStore::new(pool.clone()))).with_cache(cache)
 }
 
 /// Every projection and automation (automations send their commands through `commands`).
@@ -286,8 +290,12 @@ fn everything(commands: &kefu_app::CommandService) -> Vec<Arc<dyn kefu_projectio
 }
 
 /// The named projections and automations (all when none are named).
-fn projections(pool: &PgPool, only: &[String]) -> anyhow::Result<Vec<Arc<dyn kefu_projections::Projection>>> {
-    let all = everything(&command_service(pool));
+fn projections(
+    pool: &PgPool,
+    db: &DatabaseArgs,
+    only: &[String],
+) -> anyhow::Result<Vec<Arc<dyn kefu_projections::Projection>>> {
+    let all = everything(&command_service(pool, db));
     if only.is_empty() {
         return Ok(all);
     }
@@ -311,7 +319,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve { db, kafka, http } => {
             let pool = database(&db).await?;
-            let gateway = Gateway::bind(gateway_config(&http, &kafka)?, pool).await?;
+            let commands = command_service(&pool, &db);
+            let gateway = Gateway::bind_with(gateway_config(&http, &kafka)?, pool, commands).await?;
             announce(&gateway)?;
             gateway.serve(shutdown_signal()).await?;
             Ok(())
@@ -338,7 +347,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             let (tx, rx) = watch::channel(false);
             let stop = Stop(rx);
             let mut tasks = Vec::new();
-            for p in projections(&pool, &only)? {
+            for p in projections(&pool, &db, &only)? {
                 let runner = ProjectionRunner::new(pool.clone(), bus.clone(), p, projector.options());
                 tasks.push(tokio::spawn(runner.run(stop.wait())));
             }
@@ -351,7 +360,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Scheduler { db } => {
             let pool = database(&db).await?;
-            scheduler(pool.clone(), command_service(&pool)).run(shutdown_signal()).await?;
+            scheduler(pool.clone(), command_service(&pool, &db)).run(shutdown_signal()).await?;
             Ok(())
         }
         Command::Run { db, kafka, relay, projector, http } => run_all(db, kafka, relay, projector, http).await,
@@ -394,7 +403,7 @@ async fn run_all(
 
     // Every read model exists (empty at first) before the gateway says it is ready, so the
     // first queries find them rather than UNAVAILABLE.
-    let commands = command_service(&pool);
+    let commands = command_service(&pool, &db);
     for p in everything(&commands) {
         kefu_projections::registry::ensure_active(&pool, &*p, &bus.topic)
             .await
@@ -490,7 +499,7 @@ async fn projections_command(command: ProjectionsCommand) -> anyhow::Result<()> 
             use kefu_projections::{runner::SwitchPolicy, verify::Comparison};
             let pool = database(&db).await?;
             let bus = kafka.bus()?;
-            let projection = projections(&pool, std::slice::from_ref(&name))?.remove(0);
+            let projection = projections(&pool, &db, std::slice::from_ref(&name))?.remove(0);
             let policy = if require_identical { SwitchPolicy::IfIdentical } else { SwitchPolicy::Always };
             let mut progress = progress::Progress::new("rebuild", "records", None);
             let report =

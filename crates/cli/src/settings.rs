@@ -35,6 +35,10 @@ pub struct DatabaseArgs {
     /// How long a request waits for a connection before failing as unavailable (ms).
     #[arg(long, env = "KEFU_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
     pub db_acquire_timeout_ms: u64,
+    /// Stream state this process keeps decided-on between commands (MiB, estimated): a hit
+    /// saves reloading the stream; 0 turns the cache off.
+    #[arg(long, env = "KEFU_STREAM_CACHE_MB", default_value_t = kefu_app::commands::DEFAULT_CACHE_BYTES >> 20)]
+    pub stream_cache_mb: usize,
 }
 
 impl DatabaseArgs {
@@ -232,6 +236,7 @@ mod tests {
             database_url: Secret("postgres://kefu:hunter2@db:5432/kefu".into()),
             db_max_connections: 1,
             db_acquire_timeout_ms: 1,
+            stream_cache_mb: 0,
         };
         assert_eq!(db.redacted_url(), "postgres://kefu:***@db:5432/kefu");
         assert_eq!(format!("{:?}", db.database_url), "***");

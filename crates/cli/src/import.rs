@@ -1,10 +1,10 @@
 //! `kefu import complaints`: another system's export, through the command path.
 
-use std::{io::Write, path::PathBuf, sync::Arc, time::Instant};
+use std::{io::Write, path::PathBuf, time::Instant};
 
 use anyhow::Context;
 use clap::Subcommand;
-use kefu_app::{Actor, ActorKind, CommandService};
+use kefu_app::{Actor, ActorKind};
 use kefu_import::{ImportOptions, Mapping, Report};
 
 use crate::{ExitWith, settings::DatabaseArgs};
@@ -44,7 +44,7 @@ pub async fn run(command: ImportCommand) -> anyhow::Result<()> {
     let reader = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
     let size = reader.metadata().map(|m| m.len()).unwrap_or(0);
     let pool = crate::database(&db).await?;
-    let service = CommandService::new(Arc::new(kefu_store::PgEventStore::new(pool)));
+    let service = crate::command_service(&pool, &db);
     let options = ImportOptions {
         actor: Actor {
             id: actor,

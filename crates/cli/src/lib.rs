@@ -274,11 +274,9 @@ fn relay_options(relay: &RelayArgs) -> RelayOptions {
 
 /// The write path of one process: one group-committing writer and one stream cache, shared
 /// by everything in the process that sends commands.
-fn command_service(pool: &PgPool, db: &DatabaseArgs) -> kefu_app::CommandService {
-    let cache = match db.stream_cache_mb {
-        0 => kefu_app::cache::StreamCache::new(0, 0),
-        mb => kefu_app::cache::StreamCache::new(kefu_app::commands::DEFAULT_CACHE_STREAMS, mb << 20),
-    };
+pub(crate) fn command_service(pool: &PgPool, db: &DatabaseArgs) -> kefu_app::CommandService {
+    // A budget of 0 bytes keeps nothing: the cache's own way of being off.
+    let cache = kefu_app::cache::StreamCache::new(kefu_app::commands::DEFAULT_CACHE_STREAMS, db.stream_cache_mb << 20);
     kefu_app::CommandService::new(Arc::new(kefu_store::PgEventStore::new(pool.clone()))).with_cache(cache)
 }
 

@@ -91,6 +91,9 @@ impl RecordedEvent {
 
     /// Decodes the payload into an event family.
     pub fn decode<E: kefu_domain::DomainEvent>(&self) -> Result<E, serde_json::Error> {
+        if self.schema_version == kefu_domain::upcast::current_version(&self.event_type) {
+            return E::from_payload_ref(&self.event_type, &self.payload);
+        }
         let (_, payload) = kefu_domain::upcast::upcast(&self.event_type, self.schema_version, self.payload.clone())
             .map_err(serde::de::Error::custom)?;
         E::from_payload(&self.event_type, payload)

@@ -64,9 +64,75 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + 
 
     /// Rebuilds an event from its type and payload JSON.
     fn from_payload(event_type: &str, payload: serde_json::Value) -> Result<Self, serde_json::Error> {
-        let mut map = serde_json::Map::new();
-        map.insert(event_type.to_string(), payload);
-        serde_json::from_value(serde_json::Value::Object(map))
+        Self::from_payload_ref(event_type, &payload)
+    }
+
+    /// [`DomainEvent::from_payload`] reading the payload where it is: the same answer and the
+    /// same errors as deserializing `{"EventType": payload}`, without copying the payload into
+    /// a tagged object first (projectors decode every event they read).
+    fn from_payload_ref(event_type: &str, payload: &serde_json::Value) -> Result<Self, serde_json::Error> {
+        Self::deserialize(Tagged { event_type, payload })
+    }
+}
+
+/// An externally tagged enum's value as two parts, the tag and the content: what serde_json's
+/// deserializer of `{"tag": content}` presents, borrowed.
+struct Tagged<'a> {
+    event_type: &'a str,
+    payload: &'a serde_json::Value,
+}
+
+impl<'de> serde::Deserializer<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_enum(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+impl<'de> serde::de::EnumAccess<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+    type Variant = Content<'de>;
+
+    fn variant_seed<V: serde::de::DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self::Variant), Self::Error> {
+        let tag = serde::de::value::BorrowedStrDeserializer::<serde_json::Error>::new(self.event_type);
+        Ok((seed.deserialize(tag)?, Content(self.payload)))
+    }
+}
+
+/// The content of a tagged value. Event families have newtype variants only; the other kinds
+/// answer as serde_json's do.
+struct Content<'a>(&'a serde_json::Value);
+
+impl<'de> serde::de::VariantAccess<'de> for Content<'de> {
+    type Error = serde_json::Error;
+
+    fn unit_variant(self) -> Result<(), Self::Error> {
+        <() as serde::Deserialize>::deserialize(self.0)
+    }
+
+    fn newtype_variant_seed<T: serde::de::DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Self::Error> {
+        seed.deserialize(self.0)
+    }
+
+    fn tuple_variant<V: serde::de::Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_seq(self.0, visitor)
+    }
+
+    fn struct_variant<V: serde::de::Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_map(self.0, visitor)
     }
 }
 

@@ -1069,4 +1069,30 @@ mod tests {
         types.dedup();
         assert_eq!(types, CustomerEvent::EVENT_TYPES);
     }
+
+    /// Decoding a borrowed payload answers as deserializing the tagged object does, errors
+    /// included (they reach poison messages and the audit of parked events).
+    #[test]
+    fn borrowed_payloads_decode_as_tagged_objects() {
+        let tagged = |t: &str, payload: &serde_json::Value| {
+            serde_json::from_value::<CustomerEvent>(serde_json::json!({ t: payload })).map_err(|e| e.to_string())
+        };
+        for e in all_events() {
+            let (t, payload) = e.to_payload().unwrap();
+            assert_eq!(CustomerEvent::from_payload_ref(t, &payload).unwrap(), e);
+        }
+        let (t, good) = all_events()[0].to_payload().unwrap();
+        let bad = [
+            ("NoSuchEvent", good.clone()),
+            (t, serde_json::json!({})),
+            (t, serde_json::json!([1, 2])),
+            (t, serde_json::Value::Null),
+            (t, serde_json::json!({"customerId": 7})),
+        ];
+        for (t, payload) in bad {
+            let borrowed = CustomerEvent::from_payload_ref(t, &payload).map_err(|e| e.to_string());
+            assert!(borrowed.is_err(), "{t} {payload} decoded");
+            assert_eq!(borrowed, tagged(t, &payload), "{t} {payload}");
+        }
+    }
 }

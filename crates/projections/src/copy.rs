@@ -368,7 +368,9 @@ impl SerializeMap for MapRow<'_, '_> {
 /// A value as JSON text, escaped for `COPY`; JSON `null` as SQL `NULL`.
 fn json_field<T: ?Sized + Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), CopyError> {
     let start = out.len();
-    serde_json::to_writer(Escaped(out), value).map_err(|e| CopyError(e.to_string()))?;
+    // Written whole, then escaped once: serde_json writes in many small pieces.
+    serde_json::to_writer(&mut *out, value).map_err(|e| CopyError(e.to_string()))?;
+    escape_tail(out, start);
     if &out[start..] == b"null" {
         out.truncate(start);
         out.extend_from_slice(b"\\N");
@@ -376,38 +378,48 @@ fn json_field<T: ?Sized + Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(),
     Ok(())
 }
 
-/// Escapes what `COPY`'s text format gives meaning to: backslash, newline, carriage return, tab.
-struct Escaped<'b>(&'b mut Vec<u8>);
-
-impl std::io::Write for Escaped<'_> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        escape_into(self.0, data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+/// The escape of a byte `COPY`'s text format gives meaning to: backslash, newline, carriage
+/// return, tab.
+fn escape_of(b: u8) -> Option<&'static [u8; 2]> {
+    match b {
+        b'\\' => Some(b"\\\\"),
+        b'\n' => Some(b"\\n"),
+        b'\r' => Some(b"\\r"),
+        b'\t' => Some(b"\\t"),
+        _ => None,
     }
 }
 
-fn escape_into(out: &mut Vec<u8>, data: &[u8]) {
-    if !data.iter().any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t')) {
-        out.extend_from_slice(data);
+/// Escapes, in place, what was appended to `out` from `start` on.
+fn escape_tail(out: &mut Vec<u8>, start: usize) {
+    let specials = out[start..].iter().filter(|b| escape_of(**b).is_some()).count();
+    if specials == 0 {
         return;
     }
-    let mut from = 0;
-    for (i, b) in data.iter().enumerate() {
-        let escaped: &[u8] = match b {
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            _ => continue,
-        };
-        out.extend_from_slice(&data[from..i]);
-        out.extend_from_slice(escaped);
-        from = i + 1;
+    // Moved back to front into the grown buffer: each byte is copied once.
+    let old_end = out.len();
+    out.resize(old_end + specials, 0);
+    let mut to = out.len();
+    for from in (start..old_end).rev() {
+        let b = out[from];
+        match escape_of(b) {
+            Some(e) => {
+                to -= 2;
+                out[to..to + 2].copy_from_slice(e);
+            }
+            None => {
+                to -= 1;
+                out[to] = b;
+            }
+        }
     }
-    out.extend_from_slice(&data[from..]);
+    debug_assert_eq!(to, start);
+}
+
+fn escape_into(out: &mut Vec<u8>, data: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(data);
+    escape_tail(out, start);
 }
 
 /// One column's value: plain values as text; compound ones decline (and are written as JSON).
@@ -418,7 +430,10 @@ struct FieldSerializer<'b> {
 impl FieldSerializer<'_> {
     fn display(self, v: impl Display) -> Result<(), CopyError> {
         use std::io::Write;
-        write!(Escaped(self.out), "{v}").map_err(|e| CopyError(e.to_string()))
+        let start = self.out.len();
+        write!(self.out, "{v}").map_err(|e| CopyError(e.to_string()))?;
+        escape_tail(self.out, start);
+        Ok(())
     }
 }
 
@@ -553,6 +568,25 @@ mod tests {
             text(&row),
             "-7\ta\\tb\\nc\\\\d\\re\t\\N\tt\t0.1\t{\"k\":\"line\\\\nbreak\",\"path\":\"C:\\\\\\\\x\"}\t\\N\t\"quoted\"\t\\N\n"
         );
+    }
+
+    /// Escaping in place leaves what came before alone and escapes every special byte of
+    /// the tail, wherever it is.
+    #[test]
+    fn tails_are_escaped_in_place() {
+        let naive = |data: &[u8]| -> Vec<u8> {
+            data.iter().flat_map(|b| escape_of(*b).map(|e| e.to_vec()).unwrap_or_else(|| vec![*b])).collect()
+        };
+        let tails: [&[u8]; 6] = [b"", b"plain", b"\\", b"\\\n\r\t", b"a\tb\nc\\d\re\\", "\u{7f}\\é\n".as_bytes()];
+        for tail in tails {
+            let prefix = b"kept\t";
+            let mut out = prefix.to_vec();
+            out.extend_from_slice(tail);
+            escape_tail(&mut out, prefix.len());
+            let mut expected = prefix.to_vec();
+            expected.extend(naive(tail));
+            assert_eq!(out, expected, "{tail:?}");
+        }
     }
 
     #[test]

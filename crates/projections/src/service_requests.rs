@@ -13,7 +13,7 @@ use kefu_app::RecordedEvent;
 use kefu_domain::{
     Aggregate,
     service_request::{ServiceRequest, ServiceRequestEvent},
-    vocab::RequestState,
+    vocab::{RequestState, SlaMetric},
 };
 use serde_json::json;
 use sqlx::{PgConnection, Row};
@@ -153,24 +153,64 @@ impl Projection for ServiceRequests {
     }
 }
 
-fn priority_rank(p: &str) -> i32 {
+/// The `priority_rank` column: higher is more urgent (the backlog's priority order).
+fn priority_rank(p: kefu_domain::vocab::Priority) -> i32 {
+    use kefu_domain::vocab::Priority;
     match p {
-        "URGENT" => 4,
-        "HIGH" => 3,
-        "NORMAL" => 2,
-        _ => 1,
+        Priority::Urgent => 4,
+        Priority::High => 3,
+        Priority::Normal => 2,
+        Priority::Low => 1,
+    }
+}
+
+/// How a clock stands as reports count it: the `outcome` column of `request_clocks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockOutcome {
+    /// Neither met, breached nor cancelled yet.
+    Running,
+    /// Met in time.
+    Hit,
+    /// Met late, or its deadline passed.
+    Missed,
+    /// Stopped without being decided (the request ended, the target no longer applies).
+    Cancelled,
+}
+
+impl ClockOutcome {
+    /// The column's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockOutcome::Running => "RUNNING",
+            ClockOutcome::Hit => "HIT",
+            ClockOutcome::Missed => "MISSED",
+            ClockOutcome::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Reads the column's value.
+    pub fn parse(s: &str) -> Option<ClockOutcome> {
+        [ClockOutcome::Running, ClockOutcome::Hit, ClockOutcome::Missed, ClockOutcome::Cancelled]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+impl serde::Serialize for ClockOutcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
 /// The outcome of a clock as reports count it.
-pub fn outcome(c: &kefu_domain::service_request::MetricClock) -> &'static str {
+pub fn outcome(c: &kefu_domain::service_request::MetricClock) -> ClockOutcome {
     match c.met_at {
         // Met: in time unless a breach was recorded or the deadline had passed.
-        Some(met) if !c.breached && c.due_at.is_none_or(|due| met <= due) => "HIT",
-        Some(_) => "MISSED",
-        None if c.breached => "MISSED",
-        None if c.cancelled => "CANCELLED",
-        None => "RUNNING",
+        Some(met) if !c.breached && c.due_at.is_none_or(|due| met <= due) => ClockOutcome::Hit,
+        Some(_) => ClockOutcome::Missed,
+        None if c.breached => ClockOutcome::Missed,
+        None if c.cancelled => ClockOutcome::Cancelled,
+        None => ClockOutcome::Running,
     }
 }
 
@@ -239,7 +279,7 @@ impl Derived {
             .filter_map(|c| c.due_at)
             .min();
         let breached = state.clocks.iter().any(|c| c.breached && !c.cancelled && c.met_at.is_none())
-            || state.clocks.iter().any(|c| outcome(c) == "MISSED");
+            || state.clocks.iter().any(|c| outcome(c) == ClockOutcome::Missed);
         Derived { next, callback_due, breached }
     }
 }
@@ -293,10 +333,11 @@ fn step(view: &mut Option<RequestView>, e: &RecordedEvent, event: &ServiceReques
 }
 
 /// A `request_clocks` row, named as its columns.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 struct ClockRow {
     request_id: Uuid,
-    metric: String,
+    #[serde(serialize_with = "short_name")]
+    metric: SlaMetric,
     cycle: i32,
     started_at: DateTime<Utc>,
     due_at: Option<DateTime<Utc>>,
@@ -305,10 +346,32 @@ struct ClockRow {
     warned: bool,
     breached: bool,
     cancelled: bool,
-    outcome: String,
+    outcome: ClockOutcome,
     decided_at: Option<DateTime<Utc>>,
     agent_id: Option<String>,
     department: Option<String>,
+    /// Changed by the batch being applied (not a column: only these are written back).
+    #[serde(skip)]
+    changed: bool,
+}
+
+/// A vocabulary value as its column stores it (`FIRST_RESPONSE`, not the protobuf name).
+fn short_name<S: serde::Serializer>(metric: &SlaMetric, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(metric.as_str())
+}
+
+/// A column of a closed vocabulary, typed; a value this build does not know is a decoding error
+/// naming the column (the table was written by another version).
+fn typed_column<T>(
+    r: &sqlx::postgres::PgRow,
+    index: usize,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, sqlx::Error> {
+    let s: &str = r.try_get(index)?;
+    parse(s).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: index.to_string(),
+        source: format!("unknown value {s:?}").into(),
+    })
 }
 
 /// The columns of [`ClockRow`], in the order its `FromRow` reads them.
@@ -321,7 +384,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ClockRow {
     fn from_row(r: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
         Ok(ClockRow {
             request_id: r.try_get(0)?,
-            metric: r.try_get(1)?,
+            metric: typed_column(r, 1, |s| s.parse().ok())?,
             cycle: r.try_get(2)?,
             started_at: r.try_get(3)?,
             due_at: r.try_get(4)?,
@@ -330,33 +393,29 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ClockRow {
             warned: r.try_get(7)?,
             breached: r.try_get(8)?,
             cancelled: r.try_get(9)?,
-            outcome: r.try_get(10)?,
+            outcome: typed_column(r, 10, ClockOutcome::parse)?,
             decided_at: r.try_get(11)?,
             agent_id: r.try_get(12)?,
             department: r.try_get(13)?,
+            changed: false,
         })
     }
 }
 
 /// After an event, its request's clocks onto their rows. A decided clock keeps the agent and
 /// department it was decided with, and its first decision time.
-fn step_clocks(
-    rows: &mut BTreeMap<(Uuid, String, i32), ClockRow>,
-    id: Uuid,
-    state: &ServiceRequest,
-    at: DateTime<Utc>,
-) {
+fn step_clocks(rows: &mut Vec<ClockRow>, id: Uuid, state: &ServiceRequest, at: DateTime<Utc>) {
     let agent = state.assignee.as_ref().or(state.owner.as_ref()).map(|s| s.id.as_str().to_string());
     let department = state.department.as_ref().map(|d| d.as_str().to_string());
     for c in &state.clocks {
         let o = outcome(c);
         let decided_at = match o {
-            "HIT" | "MISSED" => c.met_at.or(c.due_at),
-            "CANCELLED" => Some(at),
-            _ => None,
+            ClockOutcome::Hit | ClockOutcome::Missed => c.met_at.or(c.due_at),
+            ClockOutcome::Cancelled => Some(at),
+            ClockOutcome::Running => None,
         };
-        let key = (id, c.metric.as_str().to_string(), c.cycle as i32);
-        match rows.get_mut(&key) {
+        let cycle = c.cycle as i32;
+        match rows.iter_mut().find(|r| r.metric == c.metric && r.cycle == cycle) {
             Some(r) => {
                 r.due_at = c.due_at;
                 r.warn_at = c.warn_at;
@@ -364,32 +423,31 @@ fn step_clocks(
                 r.warned = c.warned;
                 r.breached = c.breached;
                 r.cancelled = c.cancelled;
-                if r.outcome == "RUNNING" {
+                if r.outcome == ClockOutcome::Running {
                     r.agent_id = agent.clone();
                     r.department = department.clone();
                 }
                 r.decided_at = r.decided_at.or(decided_at);
-                r.outcome = o.to_string();
+                r.outcome = o;
+                r.changed = true;
             }
-            None => {
-                let row = ClockRow {
-                    request_id: id,
-                    metric: key.1.clone(),
-                    cycle: key.2,
-                    started_at: c.started_at,
-                    due_at: c.due_at,
-                    warn_at: c.warn_at,
-                    met_at: c.met_at,
-                    warned: c.warned,
-                    breached: c.breached,
-                    cancelled: c.cancelled,
-                    outcome: o.to_string(),
-                    decided_at,
-                    agent_id: agent.clone(),
-                    department: department.clone(),
-                };
-                rows.insert(key, row);
-            }
+            None => rows.push(ClockRow {
+                request_id: id,
+                metric: c.metric,
+                cycle,
+                started_at: c.started_at,
+                due_at: c.due_at,
+                warn_at: c.warn_at,
+                met_at: c.met_at,
+                warned: c.warned,
+                breached: c.breached,
+                cancelled: c.cancelled,
+                outcome: o,
+                decided_at,
+                agent_id: agent.clone(),
+                department: department.clone(),
+                changed: true,
+            }),
         }
     }
 }
@@ -457,7 +515,7 @@ impl<'a> RequestRow<'a> {
             request_type: filed.request_type.as_str(),
             category: filed.category.as_str(),
             priority: filed.priority.as_str(),
-            priority_rank: priority_rank(filed.priority.as_str()),
+            priority_rank: priority_rank(filed.priority),
             channel: filed.channel.as_str(),
             subject: filed.subject.as_str(),
             state: f.request_state.as_str(),
@@ -540,11 +598,12 @@ const REQUESTS_CONFLICT: &str = "ON CONFLICT (request_id) DO UPDATE SET state = 
 #[derive(Default)]
 struct Folded {
     views: BTreeMap<Uuid, Option<RequestView>>,
-    clocks: BTreeMap<(Uuid, String, i32), ClockRow>,
+    /// Each request's clocks (a handful: one per metric and cycle).
+    clocks: HashMap<Uuid, Vec<ClockRow>>,
     /// When each changed request last changed (its `updated_at`).
     updated: BTreeMap<Uuid, DateTime<Utc>>,
-    /// The clocks a batch changed (a rebuild writes them all).
-    touched: Option<BTreeSet<(Uuid, String, i32)>>,
+    /// Whether only the clocks a batch changed are written (a rebuild writes them all).
+    changes_only: bool,
     /// The requests whose filing is stored already (a batch's known ones).
     stored: BTreeSet<Uuid>,
 }
@@ -562,10 +621,7 @@ impl Folded {
         if v.state.filed.is_none() {
             return Err(ProjectionError::Poison(format!("request {id} has no filing")));
         }
-        step_clocks(&mut self.clocks, id, &v.state, e.occurred_at);
-        if let Some(touched) = &mut self.touched {
-            touched.extend(v.state.clocks.iter().map(|c| (id, c.metric.as_str().to_string(), c.cycle as i32)));
-        }
+        step_clocks(self.clocks.entry(id).or_default(), id, &v.state, e.occurred_at);
         self.updated.insert(id, e.occurred_at);
         Ok(())
     }
@@ -584,12 +640,12 @@ impl Folded {
         RequestRows { folded: self, filings, ids: self.updated.iter() }
     }
 
-    /// The changed clocks.
+    /// The changed clocks, in key order.
     fn clock_rows(&self) -> Vec<&ClockRow> {
-        match &self.touched {
-            Some(touched) => touched.iter().filter_map(|k| self.clocks.get(k)).collect(),
-            None => self.clocks.values().collect(),
-        }
+        let mut rows: Vec<&ClockRow> =
+            self.clocks.values().flatten().filter(|c| c.changed || !self.changes_only).collect();
+        rows.sort_unstable_by_key(|c| (c.request_id, c.metric.as_str(), c.cycle));
+        rows
     }
 }
 
@@ -601,11 +657,8 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
     if decoded.is_empty() {
         return Ok(());
     }
-    let mut folded = Folded {
-        views: ids.iter().map(|id| (*id, None)).collect(),
-        touched: Some(BTreeSet::new()),
-        ..Folded::default()
-    };
+    let mut folded =
+        Folded { views: ids.iter().map(|id| (*id, None)).collect(), changes_only: true, ..Folded::default() };
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {VIEW_COLUMNS} FROM requests WHERE request_id = ANY($1) ORDER BY request_id FOR UPDATE"
     )))
@@ -625,7 +678,7 @@ async fn apply_many(conn: &mut PgConnection, events: &[&RecordedEvent]) -> Resul
         .fetch_all(&mut *conn)
         .await?;
         for c in stored {
-            folded.clocks.insert((c.request_id, c.metric.clone(), c.cycle), c);
+            folded.clocks.entry(c.request_id).or_default().push(c);
         }
     }
     for (e, event) in &decoded {

@@ -248,7 +248,7 @@ pub struct Incident {
 
 fn clock_state(c: &kefu_domain::service_request::MetricClock, now: DateTime<Utc>) -> SlaState {
     if c.met_at.is_some() {
-        return if read::outcome(c) == "HIT" { SlaState::Met } else { SlaState::Breached };
+        return if read::outcome(c) == read::ClockOutcome::Hit { SlaState::Met } else { SlaState::Breached };
     }
     if c.cancelled {
         return SlaState::Cancelled;

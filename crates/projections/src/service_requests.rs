@@ -187,12 +187,17 @@ impl ClockOutcome {
             ClockOutcome::Cancelled => "CANCELLED",
         }
     }
+}
+
+impl std::str::FromStr for ClockOutcome {
+    type Err = ();
 
     /// Reads the column's value.
-    pub fn parse(s: &str) -> Option<ClockOutcome> {
+    fn from_str(s: &str) -> Result<ClockOutcome, ()> {
         [ClockOutcome::Running, ClockOutcome::Hit, ClockOutcome::Missed, ClockOutcome::Cancelled]
             .into_iter()
             .find(|o| o.as_str() == s)
+            .ok_or(())
     }
 }
 
@@ -360,20 +365,6 @@ fn short_name<S: serde::Serializer>(metric: &SlaMetric, serializer: S) -> Result
     serializer.serialize_str(metric.as_str())
 }
 
-/// A column of a closed vocabulary, typed; a value this build does not know is a decoding error
-/// naming the column (the table was written by another version).
-fn typed_column<T>(
-    r: &sqlx::postgres::PgRow,
-    index: usize,
-    parse: impl Fn(&str) -> Option<T>,
-) -> Result<T, sqlx::Error> {
-    let s: &str = r.try_get(index)?;
-    parse(s).ok_or_else(|| sqlx::Error::ColumnDecode {
-        index: index.to_string(),
-        source: format!("unknown value {s:?}").into(),
-    })
-}
-
 /// The columns of [`ClockRow`], in the order its `FromRow` reads them.
 const CLOCK_COLUMNS: &str = "request_id, metric, cycle, started_at, due_at, warn_at, met_at, warned, breached, \
                              cancelled, outcome, decided_at, agent_id, department";
@@ -384,7 +375,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ClockRow {
     fn from_row(r: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
         Ok(ClockRow {
             request_id: r.try_get(0)?,
-            metric: typed_column(r, 1, |s| s.parse().ok())?,
+            metric: vocab_column(r, 1)?,
             cycle: r.try_get(2)?,
             started_at: r.try_get(3)?,
             due_at: r.try_get(4)?,
@@ -393,7 +384,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ClockRow {
             warned: r.try_get(7)?,
             breached: r.try_get(8)?,
             cancelled: r.try_get(9)?,
-            outcome: typed_column(r, 10, ClockOutcome::parse)?,
+            outcome: vocab_column(r, 10)?,
             decided_at: r.try_get(11)?,
             agent_id: r.try_get(12)?,
             department: r.try_get(13)?,
@@ -876,9 +867,14 @@ impl Aggregates {
     }
 }
 
-/// A name of a closed vocabulary as stored in a column, or a decoding error naming it.
-fn vocab_column<T: std::str::FromStr>(row: &sqlx::postgres::PgRow, column: &str) -> Result<T, sqlx::Error> {
-    let name: String = row.try_get(column)?;
+/// A name of a closed vocabulary as stored in a column (by name or position), or a decoding
+/// error naming it.
+fn vocab_column<T, I>(row: &sqlx::postgres::PgRow, column: I) -> Result<T, sqlx::Error>
+where
+    T: std::str::FromStr,
+    I: sqlx::ColumnIndex<sqlx::postgres::PgRow> + std::fmt::Display,
+{
+    let name: &str = row.try_get(&column)?;
     name.parse().map_err(|_| sqlx::Error::ColumnDecode {
         index: column.to_string(),
         source: format!(

@@ -5,8 +5,9 @@
 //! [`BulkFold`] is rebuilt instead in one transaction: the log is read from the broker without
 //! a consumer group (from the first offset of every partition to where the relay had published
 //! when the rebuild started), each event passes the same stream-version guard as a batch's and is
-//! folded in memory, rows that are final as they are made (an audit entry) are streamed out with
-//! `COPY` as they come, everything else with `COPY` at the end, into tables whose indexes and
+//! folded in memory, rows that are final as they are made (an audit entry) are streamed out through
+//! one `COPY` kept open while the fold goes on (a task of its own sends them, so PostgreSQL
+//! loads one run while the next is folded), everything else with `COPY` at the end, into tables whose indexes and
 //! keys are dropped for the load and built after it; then the stream versions and the offsets
 //! reached are stored, and the transaction commits. The batch-by-batch consumer continues from
 //! those offsets (events written meanwhile, or the rest when the memory budget was reached).
@@ -32,6 +33,7 @@ use rdkafka::{
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+pub use crate::copy::Streamed;
 use crate::{
     Projection, ProjectionError,
     apply::{self, APPLIED_CHANNEL, Marks, Record},
@@ -46,9 +48,17 @@ pub trait BulkFold: Send {
     /// and in order). An error declines the in-memory rebuild.
     fn fold(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError>;
 
-    /// Writes rows with `COPY`: those already final when `last` is false (called after every
-    /// run of records), all that remain when true (once, at the end).
-    fn write<'a>(&'a mut self, conn: &'a mut PgConnection, last: bool) -> BoxFuture<'a, Result<(), ProjectionError>>;
+    /// Rows of one table that are final as they are made (an audit entry), taken after every
+    /// run of records and streamed into one `COPY` kept open while the fold goes on, so that
+    /// PostgreSQL loads them on the other core instead of the fold waiting for each run's load.
+    /// None by default.
+    fn streamed(&mut self) -> Option<Streamed> {
+        None
+    }
+
+    /// Writes the rows that remain with `COPY`, once, at the end (the streamed `COPY` has been
+    /// finished).
+    fn write<'a>(&'a mut self, conn: &'a mut PgConnection) -> BoxFuture<'a, Result<(), ProjectionError>>;
 }
 
 /// What an in-memory rebuild did.
@@ -75,7 +85,8 @@ pub struct BulkLoad {
     projection: Arc<dyn Projection>,
     generation: Generation,
     fold: Box<dyn BulkFold>,
-    tx: Transaction<'static, Postgres>,
+    /// The load's transaction, or the task streaming rows into it.
+    tx: Writer,
     versions: HashMap<Uuid, i64>,
     marks: Marks,
     rebuild_keys: Vec<String>,
@@ -112,7 +123,7 @@ impl BulkLoad {
             projection,
             generation: generation.clone(),
             fold,
-            tx,
+            tx: Writer::Here(tx),
             versions: HashMap::new(),
             marks: Marks::default(),
             rebuild_keys,
@@ -155,7 +166,10 @@ impl BulkLoad {
                 self.outcome.folded += 1;
             }
         }
-        self.fold.write(&mut self.tx, false).await
+        match self.fold.streamed() {
+            Some(rows) => self.tx.stream(rows).await,
+            None => Ok(()),
+        }
     }
 
     /// Records consumed so far.
@@ -163,12 +177,21 @@ impl BulkLoad {
         self.outcome.records
     }
 
+    /// Gives up: nothing of the load is kept (its transaction rolls back once a streamed
+    /// `COPY` has ended, before this returns, so that what follows finds the tables unlocked).
+    pub async fn abandon(mut self) {
+        if let Ok(tx) = self.tx.here().await {
+            let _ = tx.rollback().await;
+        }
+    }
+
     /// Writes everything, builds the keys and indexes, stores the stream versions and the
     /// offsets reached, and commits.
     pub async fn finish(mut self, budget_reached: bool) -> Result<BulkOutcome, ProjectionError> {
         let folding = self.started.elapsed();
-        let tx = &mut self.tx;
-        self.fold.write(tx, true).await?;
+        let mut owned = self.tx.here().await?;
+        let tx = &mut owned;
+        self.fold.write(tx).await?;
         #[derive(serde::Serialize)]
         struct VersionRow {
             stream_id: Uuid,
@@ -189,8 +212,71 @@ impl BulkLoad {
             .bind(&self.generation.name)
             .execute(&mut **tx)
             .await?;
-        self.tx.commit().await?;
+        owned.commit().await?;
         Ok(BulkOutcome { budget_reached, folding, writing: self.started.elapsed() - folding, ..self.outcome })
+    }
+}
+
+/// Where a load's rows go: its transaction, or a task that owns the transaction while one
+/// `COPY` stays open across runs of records (the fold goes on while PostgreSQL loads).
+enum Writer {
+    Here(Transaction<'static, Postgres>),
+    Streaming {
+        statement: String,
+        runs: tokio::sync::mpsc::Sender<Vec<u8>>,
+        task: tokio::task::JoinHandle<Result<Transaction<'static, Postgres>, ProjectionError>>,
+    },
+    /// Only while changing from one to the other, or after the streaming task failed.
+    Gone,
+}
+
+impl Writer {
+    /// Sends rows into the streamed `COPY`, starting it with the first rows.
+    async fn stream(&mut self, rows: Streamed) -> Result<(), ProjectionError> {
+        if let Writer::Streaming { statement, runs, .. } = self {
+            if *statement != rows.statement {
+                return Err(ProjectionError::Other(format!(
+                    "a load streams one table at a time: `{}` after `{statement}`",
+                    rows.statement
+                )));
+            }
+            if runs.send(rows.text).await.is_ok() {
+                return Ok(());
+            }
+            // The task stopped: its error says why.
+            return self.here().await.map(drop);
+        }
+        let Writer::Here(mut tx) = std::mem::replace(self, Writer::Gone) else {
+            return Err(ProjectionError::Other("the load's transaction was lost to an earlier error".into()));
+        };
+        let (runs, mut received) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+        let statement = rows.statement.clone();
+        let task = tokio::spawn(async move {
+            let mut copy = tx.copy_in_raw(&statement).await?;
+            while let Some(text) = received.recv().await {
+                if let Err(e) = copy.send(text).await {
+                    let _ = copy.abort("kefu could not send the rows").await;
+                    return Err(e.into());
+                }
+            }
+            copy.finish().await?;
+            Ok(tx)
+        });
+        runs.send(rows.text).await.map_err(|_| ProjectionError::Other("the streamed COPY ended at once".into()))?;
+        *self = Writer::Streaming { statement: rows.statement, runs, task };
+        Ok(())
+    }
+
+    /// The transaction, after the streamed `COPY` (if any) has been finished.
+    async fn here(&mut self) -> Result<Transaction<'static, Postgres>, ProjectionError> {
+        match std::mem::replace(self, Writer::Gone) {
+            Writer::Here(tx) => Ok(tx),
+            Writer::Streaming { runs, task, .. } => {
+                drop(runs);
+                task.await.map_err(|e| ProjectionError::Other(format!("the streamed COPY failed: {e}")))?
+            }
+            Writer::Gone => Err(ProjectionError::Other("the load's transaction was lost to an earlier error".into())),
+        }
     }
 }
 
@@ -318,6 +404,7 @@ pub async fn rebuild_in_memory(
     drop(rx); // the reader stops at its next run
     let _ = tokio::task::spawn_blocking(move || reader.join()).await;
     if let Some(why) = declined {
+        load.abandon().await;
         tracing::warn!(
             projection = name,
             generation = generation.generation,

@@ -35,6 +35,14 @@ impl<T: Serialize> Serialize for AsJson<T> {
     }
 }
 
+/// Rows taken out of a [`CopyRows`] to be sent by a `COPY` kept open across runs.
+pub struct Streamed {
+    /// The `COPY … FROM STDIN` statement (the same for every run of one table).
+    pub(crate) statement: String,
+    /// The rows in `COPY` text format.
+    pub(crate) text: Vec<u8>,
+}
+
 /// Rows of one table in `COPY` text format, sent in chunks.
 pub(crate) struct CopyRows {
     table: &'static str,
@@ -88,12 +96,10 @@ impl CopyRows {
         mut rows: I,
     ) -> Result<(), ProjectionError> {
         let mut more = self.fill(&mut rows)?;
-        let Some(columns) = &self.columns else { return Ok(()) };
+        let Some(statement) = self.statement() else { return Ok(()) };
         if self.buf.is_empty() {
             return Ok(());
         }
-        let statement =
-            format!("COPY {} ({}) FROM STDIN", self.into.as_deref().unwrap_or(self.table), columns.join(", "));
         let mut copy = conn.copy_in_raw(&statement).await?;
         let sent = async {
             loop {
@@ -117,6 +123,23 @@ impl CopyRows {
                 Err(e)
             }
         }
+    }
+
+    /// What has been added, taken out for a `COPY` kept open elsewhere (a rebuild streams the
+    /// rows that are final as they are made, beside the fold): the statement and the rows'
+    /// text; `None` when nothing was added since the last time.
+    pub(crate) fn take(&mut self) -> Option<Streamed> {
+        let statement = self.statement()?;
+        if self.buf.is_empty() {
+            return None;
+        }
+        Some(Streamed { statement, text: std::mem::take(&mut self.buf) })
+    }
+
+    /// The `COPY` statement, once the first row has named the columns.
+    fn statement(&self) -> Option<String> {
+        let columns = self.columns.as_ref()?;
+        Some(format!("COPY {} ({}) FROM STDIN", self.into.as_deref().unwrap_or(self.table), columns.join(", ")))
     }
 
     /// Sends what has been added (one `COPY` statement).

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::{
     Projection, ProjectionError,
     bulk::BulkFold,
-    copy::{AsJson, CopyRows},
+    copy::{AsJson, CopyRows, Streamed},
 };
 
 /// The projection.
@@ -258,12 +258,13 @@ impl BulkFold for BulkCustomers {
         }
     }
 
-    fn write<'a>(&'a mut self, conn: &'a mut PgConnection, last: bool) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    fn streamed(&mut self) -> Option<Streamed> {
+        self.interactions.take()
+    }
+
+    fn write<'a>(&'a mut self, conn: &'a mut PgConnection) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
             self.interactions.send(conn).await?;
-            if !last {
-                return Ok(());
-            }
             let rows: Vec<CustomerRow<'_>> = self.views.values().flatten().map(CustomerRow::of).collect();
             CopyRows::new("customers").write_all(conn, rows.iter()).await?;
             #[derive(serde::Serialize)]

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::{
     Projection, ProjectionError,
     bulk::BulkFold,
-    copy::{AsJson, CopyRows},
+    copy::{AsJson, CopyRows, Streamed},
 };
 
 /// The projection.
@@ -391,14 +391,15 @@ impl BulkFold for BulkAudit {
         self.history.push(&entry(&mut self.shown, event, &decoded))
     }
 
-    fn write<'a>(&'a mut self, conn: &'a mut PgConnection, last: bool) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    fn streamed(&mut self) -> Option<Streamed> {
+        self.history.take()
+    }
+
+    fn write<'a>(&'a mut self, conn: &'a mut PgConnection) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
             self.history.send(conn).await?;
-            if last {
-                let rows = self.shown.iter().map(|(id, shown)| ShownRow { request_id: *id, shown: AsJson(shown) });
-                CopyRows::new("shown").write_all(conn, rows).await?;
-            }
-            Ok(())
+            let rows = self.shown.iter().map(|(id, shown)| ShownRow { request_id: *id, shown: AsJson(shown) });
+            CopyRows::new("shown").write_all(conn, rows).await
         })
     }
 }

@@ -729,11 +729,8 @@ impl BulkFold for BulkRequests {
         self.0.fold(event, &event.decode()?)
     }
 
-    fn write<'a>(&'a mut self, conn: &'a mut PgConnection, last: bool) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    fn write<'a>(&'a mut self, conn: &'a mut PgConnection) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
-            if !last {
-                return Ok(());
-            }
             let filings = self.0.take_filings();
             CopyRows::new("requests").write_all(conn, self.0.request_rows(&filings)).await?;
             CopyRows::new("request_clocks").write_all(conn, self.0.clock_rows().into_iter()).await

@@ -591,7 +591,7 @@ async fn every_read_model_gives_the_same_rows_whatever_the_batches() -> anyhow::
             kefu_projections::apply::Record { partition: 0, offset: 10_000, payload: b"not an event".to_vec() };
         let declined = load.push(std::slice::from_ref(&garbage)).await;
         assert!(matches!(&declined, Err(ProjectionError::Poison(m)) if m.contains("does not decode")), "{declined:?}");
-        drop(load);
+        load.abandon().await;
         assert!(verify::digests(&db.pool, &*projection, &generation).await?.iter().all(|d| d.rows == 0));
         assert_eq!(indexes(&db.pool, &generation.schema).await?, indexes(&db.pool, &batched.schema).await?);
         kefu_projections::apply::apply_batch(&db.pool, &*projection, &generation, &records).await?;

@@ -493,11 +493,8 @@ impl BulkFold for BulkSatisfaction {
         self.0.fold(e, &decoded)
     }
 
-    fn write<'a>(&'a mut self, conn: &'a mut PgConnection, last: bool) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    fn write<'a>(&'a mut self, conn: &'a mut PgConnection) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
-            if !last {
-                return Ok(());
-            }
             let r = &self.0;
             CopyRows::new("surveys").write_all(conn, r.surveys.values()).await?;
             CopyRows::new("answers").write_all(conn, r.answers.values().flatten()).await?;

@@ -12,11 +12,19 @@ pub struct TableDigest {
     pub table: String,
     /// Rows.
     pub rows: i64,
-    /// md5 over the sorted md5s of the rows' text (a row's text, not `to_jsonb`: that took
-    /// three times as long on a table of folded aggregates; both generations are digested in
-    /// the same session, so their texts agree wherever their values do).
+    /// The sum of a 64-bit hash of every row's text (`hashtextextended`), which no order of
+    /// the rows changes: no sort, and a fast hash where each row had an md5 and the md5s were
+    /// sorted (16 s → 5 s for the two tables of `service_requests` over 330,000 requests).
+    /// A row's text, not `to_jsonb`: that took three times as long on a table of folded
+    /// aggregates; the settings that decide how values print are fixed for every digest
+    /// ([`PRINTING`]), so texts agree wherever values do, whichever session prints them.
     pub digest: String,
 }
+
+/// The settings that decide how values print (time zone, date and interval styles, float
+/// digits, `bytea`), fixed for the transaction that digests.
+const PRINTING: &str = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; \
+    SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 1; SET LOCAL bytea_output = 'hex'";
 
 /// Digests of a generation's tables (the projection's tables and the stream-version guard).
 pub async fn digests(
@@ -24,8 +32,11 @@ pub async fn digests(
     projection: &dyn Projection,
     generation: &Generation,
 ) -> Result<Vec<TableDigest>, ProjectionError> {
-    let mut conn = pool.acquire().await?;
-    digests_on(&mut conn, projection, generation).await
+    let mut tx = pool.begin().await?;
+    sqlx::raw_sql(PRINTING).execute(&mut *tx).await?;
+    let digests = digests_on(&mut tx, projection, generation).await?;
+    tx.commit().await?;
+    Ok(digests)
 }
 
 async fn digests_on(
@@ -36,8 +47,7 @@ async fn digests_on(
     let mut out = Vec::new();
     for table in projection.tables().iter().copied().chain(["_stream_versions"]) {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT count(*) AS n, coalesce(md5(string_agg(x, '' ORDER BY x)), '') AS digest \
-             FROM (SELECT md5(t::text) AS x FROM {}.{table} t) rows",
+            "SELECT count(*) AS n, coalesce(sum(hashtextextended(t::text, 0)), 0)::text AS digest FROM {}.{table} t",
             generation.schema
         )))
         .fetch_one(&mut *conn)
@@ -75,7 +85,9 @@ pub struct TableDifference {
     pub new_rows: i64,
 }
 
-/// Compares two generations in one snapshot, if both have consumed the same records.
+/// Compares two generations in one snapshot, if both have consumed the same records: each is
+/// digested on a connection of its own (the second imports the first one's snapshot), so that
+/// PostgreSQL reads both at once.
 pub async fn compare(
     pool: &PgPool,
     projection: &dyn Projection,
@@ -83,7 +95,9 @@ pub async fn compare(
     new: &Generation,
 ) -> Result<Option<Comparison>, ProjectionError> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
+    sqlx::raw_sql(AssertSqlSafe(format!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY; {PRINTING}")))
+        .execute(&mut *tx)
+        .await?;
     let marks = |g: &Generation| {
         sqlx::query_as::<_, (i32, i64, i64)>(
             "SELECT partition, next_offset, last_position FROM projections.checkpoints \
@@ -99,8 +113,19 @@ pub async fn compare(
         return Ok(None);
     }
     let through = a.iter().map(|m| m.2).max().unwrap_or(0);
-    let old_d = digests_on(&mut tx, projection, old).await?;
-    let new_d = digests_on(&mut tx, projection, new).await?;
+    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()").fetch_one(&mut *tx).await?;
+    if !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(ProjectionError::Other(format!("PostgreSQL exported a snapshot named {snapshot:?}")));
+    }
+    let mut other = pool.begin().await?;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'; {PRINTING}"
+    )))
+    .execute(&mut *other)
+    .await?;
+    let (old_d, new_d) =
+        futures::try_join!(digests_on(&mut tx, projection, old), digests_on(&mut other, projection, new))?;
+    other.commit().await?;
     tx.commit().await?;
     let differ: Vec<TableDifference> = old_d
         .iter()

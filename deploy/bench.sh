@@ -98,7 +98,7 @@ for round in $(seq 1 "$ROUNDS"); do
   wait_for_gateway "$HTTP_PORT" "$kefu_pid" "$KEFU_HOME/bench/kefu-run.log"
   record "$round" "$TARGET/release/kefu-bench" peers-graphql --url "http://127.0.0.1:$HTTP_PORT/graphql" \
     --gateway-pid "$kefu_pid" --gateway "kefu run" --complaints "$COMPLAINTS" --concurrency "$CONCURRENCY" \
-    --postgres-pid "$PG_PID"
+    --postgres-pid "$PG_PID" --visible-every 10
   kill "$kefu_pid"; wait "$kefu_pid" 2>/dev/null || true; kefu_pid=""
 done
 
@@ -116,4 +116,10 @@ for rnd, systems in sorted(by_round.items()):
     for name, r in systems.items():
         ratio = lambda peer: f"{r['commands_per_s'] / peer['commands_per_s']:.2f}" if peer else "-"
         print(f"{rnd:>5}  {name:<38} {r['commands_per_s']:>10.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f}  {ratio(cq):>9} {ratio(es):>7}")
+for rnd, systems in sorted(by_round.items()):
+    for name, r in systems.items():
+        if "visible" in r:
+            v = r["visible"]
+            print(f"{rnd:>5}  {name:<38} mutation to visible in the read model: p50 {v['p50_ms']:.1f} ms, "
+                  f"p99 {v['p99_ms']:.1f} ms, max {v['max_ms']:.1f} ms over {v['samples']} resolutions")
 PY

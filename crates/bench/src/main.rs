@@ -143,6 +143,10 @@ struct GraphqlArgs {
     /// What the gateway runs beside it, for the report (e.g. `kefu run`).
     #[arg(long, default_value = "kefu serve")]
     gateway: String,
+    /// Every n-th resolution is followed until the read model shows it (its time to visible,
+    /// reported as `visible`); 0 follows none. Needs the projectors running (`kefu run`).
+    #[arg(long, default_value_t = 0)]
+    visible_every: usize,
 }
 
 pub(crate) fn actor() -> Actor {
@@ -430,7 +434,7 @@ async fn peers_graphql(args: &GraphqlArgs) -> Result<()> {
     let customers = peers::register_customers_graphql(&gateway, run, p.complaints).await?;
     let watch = usage::Watch { postgres: p.postgres_pid, gateway: args.gateway_pid };
     let mark = watch.mark();
-    let figures = peers::graphql(&gateway, customers, run, p.complaints, p.concurrency).await?;
+    let figures = peers::graphql(&gateway, customers, run, p.complaints, p.concurrency, args.visible_every).await?;
     let used = watch.since(mark);
     let system = format!("kefu (GraphQL, {})", args.gateway);
     println!("{}", figures.json(&system, p.complaints, p.concurrency, &used));

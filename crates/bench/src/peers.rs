@@ -11,6 +11,12 @@
 //! starts. Each command is timed from the call until its answer; p50/p99 are nearest-rank
 //! over every latency, as the peers compute them. After the run the event store must hold
 //! the events of every command, else the run fails.
+//!
+//! Through GraphQL, every n-th resolution is also followed until the read model shows it:
+//! from the mutation's answer until `serviceRequest(minPosition: <its globalPosition>)`
+//! answers (the gateway waits, bounded, for the read model to reach the position) with the
+//! request resolved — a mutation's time to visible, one read's round trip included. The
+//! probe runs beside the client, which goes on with its next command.
 
 use std::{
     sync::Arc,
@@ -45,6 +51,8 @@ pub struct Figures {
     pub latencies: Vec<Duration>,
     /// Events appended by the timed commands.
     pub events: i64,
+    /// From a mutation's answer until the read model showed it, sorted (GraphQL only).
+    pub visible: Vec<Duration>,
 }
 
 /// Nearest-rank percentile (the peers' definition).
@@ -59,7 +67,7 @@ pub fn nearest_rank(sorted: &[Duration], p: f64) -> Duration {
 impl Figures {
     /// The JSON line, in the peers' field names plus usage.
     pub fn json(&self, system: &str, complaints: usize, concurrency: usize, usage: &Usage) -> Value {
-        json!({
+        let mut line = json!({
             "system": system,
             "complaints": complaints,
             "concurrency": concurrency,
@@ -73,7 +81,13 @@ impl Figures {
             "postgres_cpu_s": usage.postgres_cpu_s,
             "gateway_cpu_s": usage.gateway_cpu_s,
             "peak_rss_mb": usage.peak_rss_mb,
-        })
+        });
+        if !self.visible.is_empty() {
+            let ms = |p: f64| nearest_rank(&self.visible, p).as_secs_f64() * 1e3;
+            line["visible"] = json!({"samples": self.visible.len(), "p50_ms": ms(0.50), "p99_ms": ms(0.99),
+                "max_ms": ms(1.0)});
+        }
+        line
     }
 }
 
@@ -160,27 +174,31 @@ pub async fn command_service(
                     events += service.request(id, resolve, CommandMeta::by(actor())).await?.event_count;
                     latencies.push(t0.elapsed());
                 }
-                anyhow::Ok((latencies, events))
+                anyhow::Ok((latencies, events, Vec::new()))
             })
         })
         .collect();
     collect(tasks, started).await
 }
 
-/// One client's task: its latencies and the events its commands recorded.
-type Client = tokio::task::JoinHandle<Result<(Vec<Duration>, i64)>>;
+/// One client's task: its latencies, the events its commands recorded, and its probes' times
+/// to visible.
+type Client = tokio::task::JoinHandle<Result<(Vec<Duration>, i64, Vec<Duration>)>>;
 
 async fn collect(tasks: Vec<Client>, started: Instant) -> Result<Figures> {
     let mut latencies = Vec::new();
     let mut events = 0;
+    let mut visible = Vec::new();
     for t in tasks {
-        let (l, e) = t.await??;
+        let (l, e, v) = t.await??;
         latencies.extend(l);
         events += e;
+        visible.extend(v);
     }
     let elapsed = started.elapsed();
     latencies.sort_unstable();
-    Ok(Figures { commands: latencies.len(), elapsed, latencies, events })
+    visible.sort_unstable();
+    Ok(Figures { commands: latencies.len(), elapsed, latencies, events, visible })
 }
 
 /// A GraphQL client of one gateway.
@@ -226,7 +244,26 @@ const FILE: &str = "mutation($cmd: ID!, $customer: ID!, $channel: Channel!) { op
      channel: $channel, subject: \"Parcel arrived damaged\" }) { requestId eventsRecorded } }";
 const ACKNOWLEDGE: &str = "mutation($id: ID!) { acknowledgeRequest(input: { requestId: $id }) { eventsRecorded } }";
 const RESOLVE: &str = "mutation($id: ID!) { resolveRequest(input: { requestId: $id, \
-     resolution: \"replacement shipped\", rootCause: \"delivery_delay\" }) { eventsRecorded } }";
+     resolution: \"replacement shipped\", rootCause: \"delivery_delay\" }) { eventsRecorded globalPosition } }";
+const VISIBLE: &str = "query($id: ID!, $at: GlobalPosition!) { serviceRequest(id: $id, minPosition: $at) { state } }";
+
+/// From `answered` (a resolution's answer at position `at`) until the request's read model
+/// shows it resolved; the gateway's wait for a position is bounded, so it is asked again
+/// until a minute has passed.
+async fn until_visible(gateway: Gateway, id: String, at: Value, answered: Instant) -> Result<Duration> {
+    ensure!(at.is_number(), "the resolution of {id} returned no globalPosition: {at}");
+    loop {
+        match gateway.send(VISIBLE, json!({"id": id, "at": at})).await {
+            Ok(data) => {
+                let state = &data["serviceRequest"]["state"];
+                ensure!(state == "RESOLVED", "request {id} read at position {at} is {state}, not RESOLVED");
+                return Ok(answered.elapsed());
+            }
+            Err(_) if answered.elapsed() < Duration::from_secs(60) => {}
+            Err(e) => return Err(e.context(format!("request {id} was not visible at {at} within 60 s"))),
+        }
+    }
+}
 
 fn channel_name(i: usize) -> &'static str {
     ["PHONE", "EMAIL", "WEB_CHAT", "WECHAT"][i % 4]
@@ -259,13 +296,15 @@ pub async fn register_customers_graphql(gateway: &Gateway, run: Uuid, complaints
     Ok(Arc::new(ids))
 }
 
-/// The workload through GraphQL, one mutation per HTTP request.
+/// The workload through GraphQL, one mutation per HTTP request; every `visible_every`-th
+/// resolution followed until it is visible (0: none).
 pub async fn graphql(
     gateway: &Gateway,
     customers: Arc<Vec<String>>,
     run: Uuid,
     complaints: usize,
     concurrency: usize,
+    visible_every: usize,
 ) -> Result<Figures> {
     ensure!(!customers.is_empty(), "no customers");
     let started = Instant::now();
@@ -276,6 +315,7 @@ pub async fn graphql(
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(3 * complaints / concurrency + 3);
                 let mut events = 0i64;
+                let mut probes = Vec::new();
                 let count = |v: &Value, field: &str| v[field]["eventsRecorded"].as_i64().unwrap_or(0);
                 for i in (t..complaints).step_by(concurrency) {
                     let command = Uuid::new_v5(&run, format!("file-{i}").as_bytes());
@@ -291,10 +331,20 @@ pub async fn graphql(
                     events += count(&gateway.send(ACKNOWLEDGE, json!({"id": id})).await?, "acknowledgeRequest");
                     latencies.push(t0.elapsed());
                     let t0 = Instant::now();
-                    events += count(&gateway.send(RESOLVE, json!({"id": id})).await?, "resolveRequest");
-                    latencies.push(t0.elapsed());
+                    let resolved = gateway.send(RESOLVE, json!({"id": id})).await?;
+                    let answered = Instant::now();
+                    latencies.push(answered - t0);
+                    events += count(&resolved, "resolveRequest");
+                    if visible_every > 0 && i % visible_every == 0 {
+                        let at = resolved["resolveRequest"]["globalPosition"].clone();
+                        probes.push(tokio::spawn(until_visible(gateway.clone(), id, at, answered)));
+                    }
                 }
-                anyhow::Ok((latencies, events))
+                let mut visible = Vec::with_capacity(probes.len());
+                for probe in probes {
+                    visible.push(probe.await??);
+                }
+                anyhow::Ok((latencies, events, visible))
             })
         })
         .collect();

@@ -144,7 +144,9 @@ struct GraphqlArgs {
     #[arg(long, default_value = "kefu serve")]
     gateway: String,
     /// Every n-th resolution is followed until the read model shows it (its time to visible,
-    /// reported as `visible`); 0 follows none. Needs the projectors running (`kefu run`).
+    /// reported as `visible`, with the slowest five and when they were answered); 0 follows
+    /// none. Needs the projectors running (`kefu run`): the clock starts once the request read
+    /// model has consumed the customers' registrations.
     #[arg(long, default_value_t = 0)]
     visible_every: usize,
 }
@@ -431,7 +433,7 @@ async fn peers_graphql(args: &GraphqlArgs) -> Result<()> {
     let p = &args.peers;
     let gateway = peers::Gateway::new(&args.url, p.concurrency)?;
     let run = Uuid::now_v7();
-    let customers = peers::register_customers_graphql(&gateway, run, p.complaints).await?;
+    let customers = peers::register_customers_graphql(&gateway, run, p.complaints, args.visible_every > 0).await?;
     let watch = usage::Watch { postgres: p.postgres_pid, gateway: args.gateway_pid };
     let mark = watch.mark();
     let figures = peers::graphql(&gateway, customers, run, p.complaints, p.concurrency, args.visible_every).await?;

@@ -53,6 +53,8 @@ pub struct Figures {
     pub events: i64,
     /// From a mutation's answer until the read model showed it, sorted (GraphQL only).
     pub visible: Vec<Duration>,
+    /// The slowest of those: when the mutation was answered (since the start) and how long.
+    pub slowest_visible: Vec<(Duration, Duration)>,
 }
 
 /// Nearest-rank percentile (the peers' definition).
@@ -84,8 +86,13 @@ impl Figures {
         });
         if !self.visible.is_empty() {
             let ms = |p: f64| nearest_rank(&self.visible, p).as_secs_f64() * 1e3;
+            let slowest: Vec<Value> = self
+                .slowest_visible
+                .iter()
+                .map(|(at, took)| json!({"at_s": at.as_secs_f64(), "ms": took.as_secs_f64() * 1e3}))
+                .collect();
             line["visible"] = json!({"samples": self.visible.len(), "p50_ms": ms(0.50), "p99_ms": ms(0.99),
-                "max_ms": ms(1.0)});
+                "max_ms": ms(1.0), "slowest": slowest});
         }
         line
     }
@@ -182,8 +189,8 @@ pub async fn command_service(
 }
 
 /// One client's task: its latencies, the events its commands recorded, and its probes' times
-/// to visible.
-type Client = tokio::task::JoinHandle<Result<(Vec<Duration>, i64, Vec<Duration>)>>;
+/// to visible (when answered, since the start, and how long until visible).
+type Client = tokio::task::JoinHandle<Result<(Vec<Duration>, i64, Vec<(Duration, Duration)>)>>;
 
 async fn collect(tasks: Vec<Client>, started: Instant) -> Result<Figures> {
     let mut latencies = Vec::new();
@@ -197,8 +204,11 @@ async fn collect(tasks: Vec<Client>, started: Instant) -> Result<Figures> {
     }
     let elapsed = started.elapsed();
     latencies.sort_unstable();
+    visible.sort_unstable_by_key(|(_, took)| std::cmp::Reverse(*took));
+    let slowest_visible = visible.iter().take(5).copied().collect();
+    let mut visible: Vec<Duration> = visible.into_iter().map(|(_, took)| took).collect();
     visible.sort_unstable();
-    Ok(Figures { commands: latencies.len(), elapsed, latencies, events, visible })
+    Ok(Figures { commands: latencies.len(), elapsed, latencies, events, visible, slowest_visible })
 }
 
 /// A GraphQL client of one gateway.
@@ -238,7 +248,7 @@ impl Gateway {
 }
 
 const REGISTER: &str = "mutation($id: ID!) { registerCustomer(input: { commandId: $id, kind: PERSON, name: \"王芳\", \
-     contacts: { phone: \"138 0013 8000\" } }) { customerId } }";
+     contacts: { phone: \"138 0013 8000\" } }) { customerId globalPosition } }";
 const FILE: &str = "mutation($cmd: ID!, $customer: ID!, $channel: Channel!) { openServiceRequest(input: { \
      commandId: $cmd, customerId: $customer, requestType: COMPLAINT, category: \"物流/破损\", priority: NORMAL, \
      channel: $channel, subject: \"Parcel arrived damaged\" }) { requestId eventsRecorded } }";
@@ -250,14 +260,14 @@ const VISIBLE: &str = "query($id: ID!, $at: GlobalPosition!) { serviceRequest(id
 /// From `answered` (a resolution's answer at position `at`) until the request's read model
 /// shows it resolved; the gateway's wait for a position is bounded, so it is asked again
 /// until a minute has passed.
-async fn until_visible(gateway: Gateway, id: String, at: Value, answered: Instant) -> Result<Duration> {
+async fn until_visible(gateway: Gateway, id: String, at: Value, answered: Instant) -> Result<(Instant, Duration)> {
     ensure!(at.is_number(), "the resolution of {id} returned no globalPosition: {at}");
     loop {
         match gateway.send(VISIBLE, json!({"id": id, "at": at})).await {
             Ok(data) => {
                 let state = &data["serviceRequest"]["state"];
                 ensure!(state == "RESOLVED", "request {id} read at position {at} is {state}, not RESOLVED");
-                return Ok(answered.elapsed());
+                return Ok((answered, answered.elapsed()));
             }
             Err(_) if answered.elapsed() < Duration::from_secs(60) => {}
             Err(e) => return Err(e.context(format!("request {id} was not visible at {at} within 60 s"))),
@@ -269,28 +279,48 @@ fn channel_name(i: usize) -> &'static str {
     ["PHONE", "EMAIL", "WEB_CHAT", "WECHAT"][i % 4]
 }
 
-/// Registers the customers of a run through GraphQL (not timed); returns their ids.
-pub async fn register_customers_graphql(gateway: &Gateway, run: Uuid, complaints: usize) -> Result<Arc<Vec<String>>> {
+/// Registers the customers of a run through GraphQL (not timed); returns their ids, with
+/// `settle` once the request read model has consumed the registrations (else the first
+/// commands' time to visible would include the read models' start: a consumer-group join, the
+/// registrations' backlog).
+pub async fn register_customers_graphql(
+    gateway: &Gateway,
+    run: Uuid,
+    complaints: usize,
+    settle: bool,
+) -> Result<Arc<Vec<String>>> {
     let n = complaints.min(CUSTOMERS);
     let tasks: Vec<_> = (0..32)
         .map(|t| {
             let gateway = gateway.clone();
             tokio::spawn(async move {
                 let mut ids = Vec::new();
+                let mut last = 0;
                 for i in (t..n).step_by(32) {
                     let command = Uuid::new_v5(&run, format!("register-{i}").as_bytes());
                     let data = gateway.send(REGISTER, json!({"id": command})).await?;
                     let id = data["registerCustomer"]["customerId"].as_str().context("no customerId")?.to_string();
+                    last = last.max(data["registerCustomer"]["globalPosition"].as_i64().unwrap_or(0));
                     ids.push((i, id));
                 }
-                anyhow::Ok(ids)
+                anyhow::Ok((ids, last))
             })
         })
         .collect();
     let mut ids = vec![String::new(); n];
+    let mut last = 0;
     for t in tasks {
-        for (i, id) in t.await?? {
+        let (mine, at) = t.await??;
+        last = last.max(at);
+        for (i, id) in mine {
             ids[i] = id;
+        }
+    }
+    let started = Instant::now();
+    // A request that does not exist, read once the read model has reached `last`.
+    while settle && let Err(e) = gateway.send(VISIBLE, json!({"id": Uuid::nil(), "at": last})).await {
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err(e.context(format!("the request read model did not reach position {last} within 120 s")));
         }
     }
     Ok(Arc::new(ids))
@@ -342,7 +372,8 @@ pub async fn graphql(
                 }
                 let mut visible = Vec::with_capacity(probes.len());
                 for probe in probes {
-                    visible.push(probe.await??);
+                    let (answered, took) = probe.await??;
+                    visible.push((answered - started, took));
                 }
                 anyhow::Ok((latencies, events, visible))
             })

@@ -245,6 +245,19 @@ impl Gateway {
         }
         Ok(body["data"].clone())
     }
+
+    /// Sends a read with `minPosition` until it answers or `deadline` passes: the gateway's
+    /// wait for a position is bounded (it answers `NOT_CAUGHT_UP` when the wait runs out), so
+    /// it is asked again.
+    pub async fn send_until(&self, query: &str, variables: Value, deadline: Instant) -> Result<Value> {
+        loop {
+            match self.send(query, variables.clone()).await {
+                Ok(data) => return Ok(data),
+                Err(_) if Instant::now() < deadline => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 const REGISTER: &str = "mutation($id: ID!) { registerCustomer(input: { commandId: $id, kind: PERSON, name: \"王芳\", \
@@ -262,17 +275,13 @@ const VISIBLE: &str = "query($id: ID!, $at: GlobalPosition!) { serviceRequest(id
 /// until a minute has passed.
 async fn until_visible(gateway: Gateway, id: String, at: Value, answered: Instant) -> Result<(Instant, Duration)> {
     ensure!(at.is_number(), "the resolution of {id} returned no globalPosition: {at}");
-    loop {
-        match gateway.send(VISIBLE, json!({"id": id, "at": at})).await {
-            Ok(data) => {
-                let state = &data["serviceRequest"]["state"];
-                ensure!(state == "RESOLVED", "request {id} read at position {at} is {state}, not RESOLVED");
-                return Ok((answered, answered.elapsed()));
-            }
-            Err(_) if answered.elapsed() < Duration::from_secs(60) => {}
-            Err(e) => return Err(e.context(format!("request {id} was not visible at {at} within 60 s"))),
-        }
-    }
+    let data = gateway
+        .send_until(VISIBLE, json!({"id": id, "at": at}), answered + Duration::from_secs(60))
+        .await
+        .with_context(|| format!("request {id} was not visible at {at} within 60 s"))?;
+    let state = &data["serviceRequest"]["state"];
+    ensure!(state == "RESOLVED", "request {id} read at position {at} is {state}, not RESOLVED");
+    Ok((answered, answered.elapsed()))
 }
 
 fn channel_name(i: usize) -> &'static str {
@@ -316,12 +325,12 @@ pub async fn register_customers_graphql(
             ids[i] = id;
         }
     }
-    let started = Instant::now();
-    // A request that does not exist, read once the read model has reached `last`.
-    while settle && let Err(e) = gateway.send(VISIBLE, json!({"id": Uuid::nil(), "at": last})).await {
-        if started.elapsed() > Duration::from_secs(120) {
-            return Err(e.context(format!("the request read model did not reach position {last} within 120 s")));
-        }
+    if settle {
+        // A request that does not exist, read once the read model has reached `last`.
+        gateway
+            .send_until(VISIBLE, json!({"id": Uuid::nil(), "at": last}), Instant::now() + Duration::from_secs(120))
+            .await
+            .with_context(|| format!("the request read model did not reach position {last} within 120 s"))?;
     }
     Ok(Arc::new(ids))
 }

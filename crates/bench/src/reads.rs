@@ -119,15 +119,10 @@ async fn seed(gateway: &Gateway, args: &ReadsArgs) -> Result<Arc<Vec<String>>> {
     // Wait until both read models show everything filed.
     let max = positions.iter().filter_map(|p| p.as_str().and_then(|s| s.parse::<i64>().ok()).or(p.as_i64())).max();
     if let Some(at) = max {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            match gateway.send(WAIT, json!({"id": ids[0], "at": at.to_string()})).await {
-                Ok(_) => break,
-                // The bounded wait of `minPosition` ran out: wait again.
-                Err(_) if Instant::now() < deadline => {}
-                Err(e) => return Err(e.context("the read models did not catch up within 120 s")),
-            }
-        }
+        gateway
+            .send_until(WAIT, json!({"id": ids[0], "at": at.to_string()}), Instant::now() + Duration::from_secs(120))
+            .await
+            .context("the read models did not catch up within 120 s")?;
     }
     Ok(Arc::new(ids))
 }

@@ -243,8 +243,11 @@ impl Writer {
             if runs.send(rows.text).await.is_ok() {
                 return Ok(());
             }
-            // The task stopped: its error says why.
-            return self.here().await.map(drop);
+            // The task stopped: its error says why (it cannot end well while rows still come).
+            return Err(match self.here().await {
+                Err(e) => e,
+                Ok(_) => ProjectionError::Other("the streamed COPY ended before its last rows".into()),
+            });
         }
         let Writer::Here(mut tx) = std::mem::replace(self, Writer::Gone) else {
             return Err(ProjectionError::Other("the load's transaction was lost to an earlier error".into()));

@@ -5,10 +5,12 @@
 //! [`BulkFold`] is rebuilt instead in one transaction: the log is read from the broker without
 //! a consumer group (from the first offset of every partition to where the relay had published
 //! when the rebuild started), each event passes the same stream-version guard as a batch's and is
-//! folded in memory, rows that are final as they are made (an audit entry) are streamed out through
-//! one `COPY` kept open while the fold goes on (a task of its own sends them, so PostgreSQL
-//! loads one run while the next is folded), everything else with `COPY` at the end, into tables whose indexes and
-//! keys are dropped for the load and built after it; then the stream versions and the offsets
+//! folded in memory. Rows that are final — as they are made (an audit entry), or once the fold
+//! has reached the version their stream had in the event store when the load began (a
+//! request) — are streamed out through a `COPY` kept open while the fold goes on (a task of its
+//! own sends them, so PostgreSQL loads one run while the next is folded), everything else with
+//! `COPY` at the end, into tables emptied in the load's transaction (so written `FREEZE`) whose
+//! indexes and keys are dropped for the load and built after it; then the stream versions and the offsets
 //! reached are stored, and the transaction commits. The batch-by-batch consumer continues from
 //! those offsets (events written meanwhile, or the rest when the memory budget was reached).
 //!
@@ -48,12 +50,20 @@ pub trait BulkFold: Send {
     /// and in order). An error declines the in-memory rebuild.
     fn fold(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError>;
 
-    /// Rows of one table that are final as they are made (an audit entry), taken after every
-    /// run of records and streamed into one `COPY` kept open while the fold goes on, so that
-    /// PostgreSQL loads them on the other core instead of the fold waiting for each run's load.
-    /// None by default.
-    fn streamed(&mut self) -> Option<Streamed> {
-        None
+    /// No event of `stream` follows in this load: its last event (as the event store had it
+    /// once the end of the log read was fixed) has been folded, so rows that depend on that
+    /// stream alone are final and can be streamed out (and forgotten) now. Nothing by default.
+    fn ended(&mut self, stream: Uuid) -> Result<(), ProjectionError> {
+        let _ = stream;
+        Ok(())
+    }
+
+    /// Rows that are final (an audit entry as it is made, a request whose stream has
+    /// [`ended`](BulkFold::ended)), taken after every run of records and streamed into a `COPY`
+    /// kept open while the fold goes on (one per table in turn), so that PostgreSQL loads them
+    /// on the other core instead of the fold waiting for each run's load. None by default.
+    fn streamed(&mut self) -> Vec<Streamed> {
+        Vec::new()
     }
 
     /// Writes the rows that remain with `COPY`, once, at the end (the streamed `COPY` has been
@@ -88,6 +98,9 @@ pub struct BulkLoad {
     /// The load's transaction, or the task streaming rows into it.
     tx: Writer,
     versions: HashMap<Uuid, i64>,
+    /// Each stream's version in the event store when the load began: a stream whose version
+    /// the fold reaches has [`ended`](BulkFold::ended).
+    heads: HashMap<Uuid, i64>,
     marks: Marks,
     rebuild_keys: Vec<String>,
     outcome: BulkOutcome,
@@ -96,7 +109,8 @@ pub struct BulkLoad {
 
 impl BulkLoad {
     /// Starts loading `generation` (new and empty); `None` when the read model has no
-    /// in-memory fold.
+    /// in-memory fold. Begun once the end of the log to read is fixed (the relay's offsets):
+    /// the streams' versions read here are then at or past every event the load will see.
     pub async fn begin(
         pool: &PgPool,
         projection: Arc<dyn Projection>,
@@ -118,13 +132,34 @@ impl BulkLoad {
                 generation.generation, generation.name
             )));
         }
+        // Emptied in this transaction, the tables take `COPY … FREEZE` (every straight `COPY` of
+        // a load): rows are written frozen, so the comparison, `ANALYZE` and the first readers
+        // do not set hint bits on every page again, and PostgreSQL skips per-row visibility work.
+        let tables: Vec<&str> = projection.tables().iter().copied().chain(["_stream_versions"]).collect();
+        sqlx::raw_sql(AssertSqlSafe(format!("TRUNCATE {}", tables.join(", ")))).execute(&mut *tx).await?;
+        // Keys and indexes are built after the load by sorting every row: in memory rather than
+        // on tape where the server's default (64 MB) is smaller (a million clocks need ~100 MB).
+        sqlx::query(
+            "SELECT set_config('maintenance_work_mem', greatest(setting::bigint, $1)::text || 'kB', true) \
+             FROM pg_settings WHERE name = 'maintenance_work_mem'",
+        )
+        .bind(LOAD_SORT_MEMORY_KB)
+        .execute(&mut *tx)
+        .await?;
         let rebuild_keys = drop_keys_and_indexes(&mut tx, &generation.schema).await?;
+        let heads: HashMap<Uuid, i64> =
+            sqlx::query_as::<_, (Uuid, i64)>("SELECT stream_id, version FROM event_store.streams")
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
         Ok(Some(BulkLoad {
             projection,
             generation: generation.clone(),
             fold,
             tx: Writer::Here(tx),
             versions: HashMap::new(),
+            heads,
             marks: Marks::default(),
             rebuild_keys,
             outcome: BulkOutcome::default(),
@@ -165,11 +200,14 @@ impl BulkLoad {
                 self.fold.fold(&event)?;
                 self.outcome.folded += 1;
             }
+            if self.heads.get(&event.stream_id) == Some(&event.stream_version) {
+                self.fold.ended(event.stream_id)?;
+            }
         }
-        match self.fold.streamed() {
-            Some(rows) => self.tx.stream(rows).await,
-            None => Ok(()),
+        for rows in self.fold.streamed() {
+            self.tx.stream(rows).await?;
         }
+        Ok(())
     }
 
     /// Records consumed so far.
@@ -217,13 +255,13 @@ impl BulkLoad {
     }
 }
 
-/// Where a load's rows go: its transaction, or a task that owns the transaction while one
-/// `COPY` stays open across runs of records (the fold goes on while PostgreSQL loads).
+/// Where a load's rows go: its transaction, or a task that owns the transaction while a
+/// `COPY` stays open across runs of records (the fold goes on while PostgreSQL loads), one
+/// table's after another's as the rows come.
 enum Writer {
     Here(Transaction<'static, Postgres>),
     Streaming {
-        statement: String,
-        runs: tokio::sync::mpsc::Sender<Vec<u8>>,
+        runs: tokio::sync::mpsc::Sender<Streamed>,
         task: tokio::task::JoinHandle<Result<Transaction<'static, Postgres>, ProjectionError>>,
     },
     /// Only while changing from one to the other, or after the streaming task failed.
@@ -231,16 +269,12 @@ enum Writer {
 }
 
 impl Writer {
-    /// Sends rows into the streamed `COPY`, starting it with the first rows.
+    /// Sends rows into the streamed `COPY` of their table, starting the task with the first
+    /// rows; the task keeps one `COPY` open while the rows are for the same table, and ends it
+    /// to start the next table's.
     async fn stream(&mut self, rows: Streamed) -> Result<(), ProjectionError> {
-        if let Writer::Streaming { statement, runs, .. } = self {
-            if *statement != rows.statement {
-                return Err(ProjectionError::Other(format!(
-                    "a load streams one table at a time: `{}` after `{statement}`",
-                    rows.statement
-                )));
-            }
-            if runs.send(rows.text).await.is_ok() {
+        if let Writer::Streaming { runs, .. } = self {
+            if runs.send(rows).await.is_ok() {
                 return Ok(());
             }
             // The task stopped: its error says why (it cannot end well while rows still come).
@@ -252,21 +286,28 @@ impl Writer {
         let Writer::Here(mut tx) = std::mem::replace(self, Writer::Gone) else {
             return Err(ProjectionError::Other("the load's transaction was lost to an earlier error".into()));
         };
-        let (runs, mut received) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
-        let statement = rows.statement.clone();
+        let (runs, mut received) = tokio::sync::mpsc::channel::<Streamed>(2);
         let task = tokio::spawn(async move {
-            let mut copy = tx.copy_in_raw(&statement).await?;
-            while let Some(text) = received.recv().await {
-                if let Err(e) = copy.send(text).await {
-                    let _ = copy.abort("kefu could not send the rows").await;
-                    return Err(e.into());
+            let mut next = received.recv().await;
+            while let Some(first) = next.take() {
+                let mut copy = tx.copy_in_raw(&first.statement).await?;
+                let mut rows = Some(first.text);
+                while let Some(text) = rows.take() {
+                    if let Err(e) = copy.send(text).await {
+                        let _ = copy.abort("kefu could not send the rows").await;
+                        return Err(e.into());
+                    }
+                    match received.recv().await {
+                        Some(more) if more.statement == first.statement => rows = Some(more.text),
+                        other => next = other,
+                    }
                 }
+                copy.finish().await?;
             }
-            copy.finish().await?;
             Ok(tx)
         });
-        runs.send(rows.text).await.map_err(|_| ProjectionError::Other("the streamed COPY ended at once".into()))?;
-        *self = Writer::Streaming { statement: rows.statement, runs, task };
+        runs.send(rows).await.map_err(|_| ProjectionError::Other("the streamed COPY ended at once".into()))?;
+        *self = Writer::Streaming { runs, task };
         Ok(())
     }
 
@@ -316,6 +357,9 @@ async fn drop_keys_and_indexes(
     Ok(rebuild)
 }
 
+/// The least `maintenance_work_mem` a load builds its keys and indexes with (kB).
+const LOAD_SORT_MEMORY_KB: i64 = 256 * 1024;
+
 /// Records per run handed from the broker to the fold.
 const RUN: usize = 10_000;
 
@@ -342,7 +386,9 @@ pub async fn rebuild_in_memory(
     memory_budget: usize,
     on_progress: &mut impl FnMut(&GenerationProgress),
 ) -> Result<Option<BulkOutcome>, ProjectionError> {
-    let Some(mut load) = BulkLoad::begin(pool, projection.clone(), generation).await? else { return Ok(None) };
+    if projection.bulk().is_none() {
+        return Ok(None);
+    }
     let name = projection.name();
     // Where the relay had got in each partition: the broker's own high watermarks are not
     // reliable on every Kafka-protocol broker (one here reported partitions short).
@@ -355,6 +401,7 @@ pub async fn rebuild_in_memory(
     .into_iter()
     .collect();
     let total: i64 = ends.values().sum();
+    let Some(mut load) = BulkLoad::begin(pool, projection.clone(), generation).await? else { return Ok(None) };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<FromBroker>(2);
     let reader = std::thread::Builder::new()
         .name(format!("bulk-{name}"))

@@ -136,10 +136,16 @@ impl CopyRows {
         Some(Streamed { statement, text: std::mem::take(&mut self.buf) })
     }
 
-    /// The `COPY` statement, once the first row has named the columns.
+    /// The `COPY` statement, once the first row has named the columns. Straight into the table
+    /// it is a rebuild's load, into a table emptied in the same transaction (`bulk`), so the
+    /// rows are written frozen (`FREEZE`: PostgreSQL refuses it anywhere else); into a staging
+    /// table it is a live batch's.
     fn statement(&self) -> Option<String> {
         let columns = self.columns.as_ref()?;
-        Some(format!("COPY {} ({}) FROM STDIN", self.into.as_deref().unwrap_or(self.table), columns.join(", ")))
+        Some(match &self.into {
+            Some(stage) => format!("COPY {stage} ({}) FROM STDIN", columns.join(", ")),
+            None => format!("COPY {} ({}) FROM STDIN WITH (FREEZE)", self.table, columns.join(", ")),
+        })
     }
 
     /// Sends what has been added (one `COPY` statement).

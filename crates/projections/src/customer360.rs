@@ -258,8 +258,8 @@ impl BulkFold for BulkCustomers {
         }
     }
 
-    fn streamed(&mut self) -> Option<Streamed> {
-        self.interactions.take()
+    fn streamed(&mut self) -> Vec<Streamed> {
+        self.interactions.take().into_iter().collect()
     }
 
     fn write<'a>(&'a mut self, conn: &'a mut PgConnection) -> BoxFuture<'a, Result<(), ProjectionError>> {

@@ -391,8 +391,8 @@ impl BulkFold for BulkAudit {
         self.history.push(&entry(&mut self.shown, event, &decoded))
     }
 
-    fn streamed(&mut self) -> Option<Streamed> {
-        self.history.take()
+    fn streamed(&mut self) -> Vec<Streamed> {
+        self.history.take().into_iter().collect()
     }
 
     fn write<'a>(&'a mut self, conn: &'a mut PgConnection) -> BoxFuture<'a, Result<(), ProjectionError>> {

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::{
     Projection, ProjectionError,
-    bulk::BulkFold,
+    bulk::{BulkFold, Streamed},
     copy::{AsJson, CopyRows},
 };
 
@@ -717,23 +717,61 @@ impl<'a> Iterator for RequestRows<'a> {
     }
 }
 
-/// A rebuild's fold: every request and clock of the log in memory, written once.
-#[derive(Default)]
-struct BulkRequests(Folded);
+/// A rebuild's fold: every request and its clocks in memory until the request's stream has
+/// ended (then its rows are final: streamed out and forgotten), the rest written at the end.
+struct BulkRequests {
+    folded: Folded,
+    requests: CopyRows,
+    clocks: CopyRows,
+}
+
+impl Default for BulkRequests {
+    fn default() -> Self {
+        BulkRequests {
+            folded: Folded::default(),
+            requests: CopyRows::new("requests"),
+            clocks: CopyRows::new("request_clocks"),
+        }
+    }
+}
 
 impl BulkFold for BulkRequests {
     fn fold(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
         if event.stream_type != ServiceRequest::STREAM_TYPE {
             return Ok(());
         }
-        self.0.fold(event, &event.decode()?)
+        self.folded.fold(event, &event.decode()?)
+    }
+
+    fn ended(&mut self, stream: Uuid) -> Result<(), ProjectionError> {
+        let folded = &mut self.folded;
+        // Not a request's stream, or none of its events folded.
+        let Some(at) = folded.updated.remove(&stream) else { return Ok(()) };
+        let Some(Some(mut view)) = folded.views.remove(&stream) else {
+            return Err(ProjectionError::Other(format!("request {stream} changed but has no view")));
+        };
+        let clocks = folded.clocks.remove(&stream).unwrap_or_default();
+        let filed = view
+            .state
+            .filed
+            .take()
+            .ok_or_else(|| ProjectionError::Poison(format!("request {stream} has no filing")))?;
+        self.requests.push(&RequestRow::of(stream, &view, &filed, at))?;
+        for clock in &clocks {
+            self.clocks.push(clock)?;
+        }
+        Ok(())
+    }
+
+    fn streamed(&mut self) -> Vec<Streamed> {
+        [self.requests.take(), self.clocks.take()].into_iter().flatten().collect()
     }
 
     fn write<'a>(&'a mut self, conn: &'a mut PgConnection) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
-            let filings = self.0.take_filings();
-            CopyRows::new("requests").write_all(conn, self.0.request_rows(&filings)).await?;
-            CopyRows::new("request_clocks").write_all(conn, self.0.clock_rows().into_iter()).await
+            let filings = self.folded.take_filings();
+            self.requests.write_all(conn, self.folded.request_rows(&filings)).await?;
+            self.clocks.write_all(conn, self.folded.clock_rows().into_iter()).await
         })
     }
 }

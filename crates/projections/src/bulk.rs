@@ -195,12 +195,24 @@ impl BulkLoad {
                 );
                 continue;
             }
+            let head = self.heads.get(&event.stream_id).copied();
+            if head.is_some_and(|head| event.stream_version > head) {
+                // Past where the event store stood when the load began, inside the log read: the
+                // store and the topic disagree (a database restored behind its topic?). A fold
+                // that streamed the stream's rows out at its end cannot take more of it.
+                return Err(ProjectionError::Other(format!(
+                    "stream {} has version {} on the broker but {} in the event store",
+                    event.stream_id,
+                    event.stream_version,
+                    head.unwrap_or_default()
+                )));
+            }
             self.versions.insert(event.stream_id, event.stream_version);
             if read {
                 self.fold.fold(&event)?;
                 self.outcome.folded += 1;
             }
-            if self.heads.get(&event.stream_id) == Some(&event.stream_version) {
+            if head == Some(event.stream_version) {
                 self.fold.ended(event.stream_id)?;
             }
         }

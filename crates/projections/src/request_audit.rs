@@ -100,7 +100,11 @@ impl Projection for RequestAudit {
     }
 
     fn bulk(&self) -> Option<Box<dyn BulkFold>> {
-        Some(Box::new(BulkAudit { shown: BTreeMap::new(), history: CopyRows::new("history") }))
+        Some(Box::new(BulkAudit {
+            shown: BTreeMap::new(),
+            history: CopyRows::new("history"),
+            ended: CopyRows::new("shown"),
+        }))
     }
 }
 
@@ -376,10 +380,12 @@ struct ShownRow<'a> {
 }
 
 /// A rebuild's fold: what the trail keeps of every request in memory; the trail entries are
-/// streamed out as they are made (they never change), the kept fields written at the end.
+/// streamed out as they are made (they never change), the kept fields once the request's stream
+/// has ended, the rest at the end.
 struct BulkAudit {
     shown: BTreeMap<Uuid, Shown>,
     history: CopyRows,
+    ended: CopyRows,
 }
 
 impl BulkFold for BulkAudit {
@@ -391,15 +397,22 @@ impl BulkFold for BulkAudit {
         self.history.push(&entry(&mut self.shown, event, &decoded))
     }
 
+    fn ended(&mut self, stream: Uuid) -> Result<(), ProjectionError> {
+        match self.shown.remove(&stream) {
+            Some(shown) => self.ended.push(&ShownRow { request_id: stream, shown: AsJson(&shown) }),
+            None => Ok(()),
+        }
+    }
+
     fn streamed(&mut self) -> Vec<Streamed> {
-        self.history.take().into_iter().collect()
+        [self.history.take(), self.ended.take()].into_iter().flatten().collect()
     }
 
     fn write<'a>(&'a mut self, conn: &'a mut PgConnection) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
             self.history.send(conn).await?;
             let rows = self.shown.iter().map(|(id, shown)| ShownRow { request_id: *id, shown: AsJson(shown) });
-            CopyRows::new("shown").write_all(conn, rows).await
+            self.ended.write_all(conn, rows).await
         })
     }
 }

@@ -196,15 +196,15 @@ impl BulkLoad {
                 continue;
             }
             let head = self.heads.get(&event.stream_id).copied();
-            if head.is_some_and(|head| event.stream_version > head) {
+            if let Some(head) = head
+                && event.stream_version > head
+            {
                 // Past where the event store stood when the load began, inside the log read: the
                 // store and the topic disagree (a database restored behind its topic?). A fold
                 // that streamed the stream's rows out at its end cannot take more of it.
                 return Err(ProjectionError::Other(format!(
-                    "stream {} has version {} on the broker but {} in the event store",
-                    event.stream_id,
-                    event.stream_version,
-                    head.unwrap_or_default()
+                    "stream {} has version {} on the broker but {head} in the event store",
+                    event.stream_id, event.stream_version
                 )));
             }
             self.versions.insert(event.stream_id, event.stream_version);
@@ -398,9 +398,6 @@ pub async fn rebuild_in_memory(
     memory_budget: usize,
     on_progress: &mut impl FnMut(&GenerationProgress),
 ) -> Result<Option<BulkOutcome>, ProjectionError> {
-    if projection.bulk().is_none() {
-        return Ok(None);
-    }
     let name = projection.name();
     // Where the relay had got in each partition: the broker's own high watermarks are not
     // reliable on every Kafka-protocol broker (one here reported partitions short).

@@ -344,14 +344,19 @@ struct ClockRow {
     #[serde(serialize_with = "short_name")]
     metric: SlaMetric,
     cycle: i32,
+    #[serde(serialize_with = "crate::copy::time")]
     started_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::copy::opt_time")]
     due_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::copy::opt_time")]
     warn_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::copy::opt_time")]
     met_at: Option<DateTime<Utc>>,
     warned: bool,
     breached: bool,
     cancelled: bool,
     outcome: ClockOutcome,
+    #[serde(serialize_with = "crate::copy::opt_time")]
     decided_at: Option<DateTime<Utc>>,
     agent_id: Option<String>,
     department: Option<String>,
@@ -466,10 +471,15 @@ struct RequestRow<'a> {
     incident_id: Option<Uuid>,
     customer_tier: Option<&'static str>,
     external_ref: Option<&'a str>,
+    #[serde(serialize_with = "crate::copy::time")]
     filed_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::copy::opt_time")]
     first_response_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::copy::opt_time")]
     first_resolved_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::copy::opt_time")]
     last_resolved_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::copy::opt_time")]
     ended_at: Option<DateTime<Utc>>,
     root_cause: &'a Option<String>,
     reopen_count: i32,
@@ -478,9 +488,12 @@ struct RequestRow<'a> {
     return_visits: i32,
     last_return_visit_satisfied: Option<bool>,
     paused: bool,
+    #[serde(serialize_with = "crate::copy::opt_time")]
     callback_due_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::copy::opt_time")]
     next_due_at: Option<DateTime<Utc>>,
     next_due_metric: Option<&'a str>,
+    #[serde(serialize_with = "crate::copy::opt_time")]
     next_warn_at: Option<DateTime<Utc>>,
     breached: bool,
     policy_name: &'a str,
@@ -489,6 +502,7 @@ struct RequestRow<'a> {
     resolution: AsJson<&'a Option<serde_json::Value>>,
     version: i64,
     last_position: i64,
+    #[serde(serialize_with = "crate::copy::time")]
     updated_at: DateTime<Utc>,
 }
 

@@ -662,6 +662,15 @@ mod tests {
     #[test]
     fn timestamps_are_written_as_chrono_writes_them() {
         use chrono::{SecondsFormat, TimeZone};
+        #[derive(Serialize)]
+        struct Times {
+            #[serde(serialize_with = "time")]
+            at: DateTime<Utc>,
+            #[serde(serialize_with = "opt_time")]
+            maybe: Option<DateTime<Utc>>,
+            #[serde(serialize_with = "opt_time")]
+            never: Option<DateTime<Utc>>,
+        }
         let mut cases: Vec<DateTime<Utc>> = vec![
             Utc.with_ymd_and_hms(2026, 12, 7, 20, 56, 16).unwrap(),
             Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap(),
@@ -697,15 +706,6 @@ mod tests {
                 assert_eq!(fast, expected);
             } else {
                 assert!(!(0..=9999).contains(&t.year()) || t.nanosecond() >= 1_000_000_000, "{expected}");
-            }
-            #[derive(Serialize)]
-            struct Times {
-                #[serde(serialize_with = "time")]
-                at: DateTime<Utc>,
-                #[serde(serialize_with = "opt_time")]
-                maybe: Option<DateTime<Utc>>,
-                #[serde(serialize_with = "opt_time")]
-                never: Option<DateTime<Utc>>,
             }
             let mut rows = CopyRows::new("t");
             rows.push(&Times { at: t, maybe: Some(t), never: None }).unwrap();

@@ -20,7 +20,11 @@ use prost_reflect::{
 
 pub mod catalogue;
 mod read;
+mod timestamp;
+mod typed;
 mod wire;
+
+pub use timestamp::{RFC3339_MAX, rfc3339};
 
 /// The compiled descriptor set of `proto/` (a `google.protobuf.FileDescriptorSet`).
 pub static DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kefu.fds"));
@@ -56,6 +60,10 @@ pub struct Contract {
     envelope: MessageDescriptor,
     actor: MessageDescriptor,
     members: HashMap<String, FieldDescriptor>,
+    /// How the direct reader reads each payload and the actor into their types.
+    plans: typed::Plans,
+    payload_plans: HashMap<String, typed::PlanId>,
+    actor_plan: typed::PlanId,
 }
 
 /// Envelope field numbers (proto/kefu/v1/envelope.proto): the event type, the stream type, and
@@ -90,7 +98,15 @@ impl Contract {
         }
         #[allow(clippy::expect_used)]
         let actor = pool.get_message_by_name("kefu.v1.Actor").expect("proto/ defines kefu.v1.Actor");
-        Contract { pool, envelope, actor, members }
+        let mut plans = typed::Plans::default();
+        let mut payload_plans = HashMap::new();
+        for (event_type, field) in &members {
+            if let prost_reflect::Kind::Message(m) = field.kind() {
+                payload_plans.insert(event_type.clone(), plans.add(&m));
+            }
+        }
+        let actor_plan = plans.add(&actor);
+        Contract { pool, envelope, actor, members, plans, payload_plans, actor_plan }
     }
 
     /// The descriptor pool (every message and enum of `proto/`).
@@ -279,6 +295,22 @@ impl Contract {
         self.event_of(&message, false)
     }
 
+    /// Decodes an envelope without its payload (as [`Self::decode_envelope_only`]) and keeps
+    /// the payload encoded, for a reader that decodes it straight into its own types
+    /// ([`Split::payload`]) instead of into JSON first.
+    pub fn decode_split<'a>(&'a self, bytes: &'a [u8]) -> Result<Split<'a>, ContractError> {
+        match read::envelope_parts(self, bytes) {
+            Ok((event, payload)) => {
+                let number = self.members.get(&event.event_type).map(FieldDescriptor::number);
+                let payload = payload.filter(|(n, _)| Some(*n) == number).map(|(_, contents)| contents);
+                Ok(Split { contract: self, event, bytes, payload })
+            }
+            Err(read::Declined) => {
+                Ok(Split { contract: self, event: self.decode_envelope_only_dynamic(bytes)?, bytes, payload: None })
+            }
+        }
+    }
+
     /// Converts an envelope message into a [`RecordedEvent`].
     pub fn from_envelope_message(&self, message: &DynamicMessage) -> Result<RecordedEvent, ContractError> {
         self.event_of(message, true)
@@ -303,6 +335,57 @@ impl Contract {
         }
         map.insert("payload".into(), payload);
         serde_json::from_value(json).map_err(|e| ContractError::Malformed(e.to_string()))
+    }
+}
+
+/// An envelope decoded without its payload, the payload still encoded ([`Contract::decode_split`]).
+pub struct Split<'a> {
+    contract: &'a Contract,
+    /// The event, its payload `null`.
+    pub event: RecordedEvent,
+    /// The whole envelope.
+    bytes: &'a [u8],
+    /// The payload message, when the direct reader can read it.
+    payload: Option<&'a [u8]>,
+}
+
+impl Split<'_> {
+    /// The payload in an event family's types: the same event and the same errors as
+    /// [`Contract::decode`] then [`RecordedEvent::decode`], read straight from the encoded
+    /// message when the payload is at its type's current version (see `typed`), through its
+    /// JSON otherwise or whenever the direct reader declines.
+    pub fn payload<E: kefu_domain::DomainEvent>(&self) -> Result<E, ContractError> {
+        if let Some(event) = self.payload_direct() {
+            return Ok(event);
+        }
+        let event_type = self.event.event_type.as_str();
+        self.contract
+            .decode(self.bytes)?
+            .decode::<E>()
+            .map_err(|e| ContractError::PayloadMismatch { event_type: event_type.to_string(), reason: e.to_string() })
+    }
+
+    /// The direct reader alone: `None` where it declines (and [`Self::payload`] reads the JSON).
+    pub fn payload_direct<E: kefu_domain::DomainEvent>(&self) -> Option<E> {
+        let event_type = self.event.event_type.as_str();
+        if self.event.schema_version != kefu_domain::upcast::current_version(event_type) {
+            return None;
+        }
+        let plan = self.contract.payload_plans.get(event_type)?;
+        E::deserialize(self.contract.plans.event(event_type, *plan, self.payload?)).ok()
+    }
+
+    /// The whole event, its payload as JSON: what [`Contract::decode`] gives, without reading
+    /// the envelope again where the direct reader read it.
+    pub fn into_whole(self) -> Result<RecordedEvent, ContractError> {
+        if let Some(bytes) = self.payload
+            && let Some(member) = self.contract.members.get(&self.event.event_type)
+            && let prost_reflect::Kind::Message(desc) = member.kind()
+            && let Ok(payload) = read::message(&desc, bytes, 1)
+        {
+            return Ok(RecordedEvent { payload, ..self.event });
+        }
+        self.contract.decode(self.bytes)
     }
 }
 

@@ -20,7 +20,12 @@ use prost_reflect::{Kind, MessageDescriptor};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::Contract;
+use serde::Deserialize;
+
+use crate::{
+    Contract,
+    timestamp::{RFC3339_MAX, rfc3339},
+};
 
 /// The reader is not sure; decode through `DynamicMessage` instead.
 #[derive(Debug)]
@@ -29,7 +34,7 @@ pub(crate) struct Declined;
 type Read<T> = Result<T, Declined>;
 
 /// proto's nesting limit (prost's recursion limit).
-const MAX_DEPTH: u32 = 100;
+pub(crate) const MAX_DEPTH: u32 = 100;
 /// `google.protobuf.Timestamp`'s range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
 const MIN_SECONDS: i64 = -62_135_596_800;
 const MAX_SECONDS: i64 = 253_402_300_799;
@@ -44,7 +49,7 @@ pub(crate) enum Wire<'a> {
 }
 
 /// A varint as prost reads it: at most ten bytes, the tenth at most 1.
-fn varint(bytes: &[u8], at: &mut usize) -> Read<u64> {
+pub(crate) fn varint(bytes: &[u8], at: &mut usize) -> Read<u64> {
     let mut value = 0u64;
     for i in 0..10 {
         let b = *bytes.get(*at).ok_or(Declined)?;
@@ -162,7 +167,7 @@ fn default(kind: &Kind) -> Read<Value> {
 }
 
 /// A `google.protobuf.Timestamp`'s seconds and nanos, when in its range.
-fn timestamp_parts(bytes: &[u8]) -> Read<(i64, u32)> {
+pub(crate) fn timestamp_parts(bytes: &[u8]) -> Read<(i64, u32)> {
     let (mut seconds, mut nanos) = (0i64, 0i32);
     for field in fields(bytes) {
         let (number, wire, _) = field?;
@@ -191,7 +196,12 @@ pub(crate) fn message(desc: &MessageDescriptor, bytes: &[u8], depth: u32) -> Rea
     }
     let name = desc.full_name();
     if name == "google.protobuf.Timestamp" {
-        return Ok(Value::from(time(bytes)?.to_rfc3339_opts(SecondsFormat::AutoSi, true)));
+        let t = time(bytes)?;
+        let mut buf = [0u8; RFC3339_MAX];
+        return Ok(Value::from(match rfc3339(&t, &mut buf) {
+            Some(text) => text.to_string(),
+            None => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        }));
     }
     if name.starts_with("google.protobuf.") || desc.oneofs().any(|o| !o.is_synthetic()) {
         return Err(Declined);
@@ -270,6 +280,24 @@ fn once<'a>(slot: &mut Option<&'a [u8]>, wire: Wire<'a>) -> Read<()> {
 /// A binary `kefu.v1.Envelope` as a [`RecordedEvent`]; without its payload (`null`) unless
 /// `with_payload`.
 pub(crate) fn envelope(contract: &Contract, bytes: &[u8], with_payload: bool) -> Read<RecordedEvent> {
+    let (mut event, payload) = envelope_parts(contract, bytes)?;
+    if with_payload {
+        let member = contract.members.get(&event.event_type).ok_or(Declined)?;
+        let Some(contents) = payload.filter(|(n, _)| *n == member.number()).map(|(_, c)| c) else {
+            return Err(Declined);
+        };
+        let Kind::Message(desc) = member.kind() else { return Err(Declined) };
+        event.payload = message(&desc, contents, 1)?;
+    }
+    Ok(event)
+}
+
+/// A payload member of an envelope: its field number and encoded message.
+pub(crate) type Member<'a> = (u32, &'a [u8]);
+
+/// A binary `kefu.v1.Envelope` as a [`RecordedEvent`] without its payload (`null`), and the
+/// payload member that was set last (its field number and encoded message), if any.
+pub(crate) fn envelope_parts<'a>(contract: &Contract, bytes: &'a [u8]) -> Read<(RecordedEvent, Option<Member<'a>>)> {
     let (mut event_id, mut event_type, mut stream_id, mut stream_type) = ("", "", "", "");
     let (mut correlation_id, mut causation_id, mut command_id) = ("", "", "");
     let (mut schema_version, mut stream_version, mut global_position) = (0u64, 0u64, 0u64);
@@ -304,17 +332,13 @@ pub(crate) fn envelope(contract: &Contract, bytes: &[u8], with_payload: bool) ->
             _ => {}
         }
     }
-    let member = contract.members.get(event_type).ok_or(Declined)?;
-    let payload = if with_payload {
-        let Some((_, contents)) = payload.filter(|(n, _)| *n == member.number()) else { return Err(Declined) };
-        let Kind::Message(desc) = member.kind() else { return Err(Declined) };
-        message(&desc, contents, 1)?
-    } else {
-        Value::Null
-    };
-    let actor: Actor =
-        serde_json::from_value(message(&contract.actor, actor.ok_or(Declined)?, 1)?).map_err(|_| Declined)?;
-    Ok(RecordedEvent {
+    if !contract.members.contains_key(event_type) {
+        return Err(Declined);
+    }
+    // The actor straight into its type (the same answer as through its JSON: `typed`).
+    let actor = Actor::deserialize(contract.plans.message(contract.actor_plan, actor.ok_or(Declined)?, 1))
+        .map_err(|_| Declined)?;
+    let event = RecordedEvent {
         event_id: id(event_id)?,
         event_type: event_type.to_string(),
         schema_version: schema_version as u32,
@@ -329,6 +353,7 @@ pub(crate) fn envelope(contract: &Contract, bytes: &[u8], with_payload: bool) ->
         correlation_id: id(correlation_id)?,
         causation_id: id(causation_id)?,
         command_id: id(command_id)?,
-        payload,
-    })
+        payload: Value::Null,
+    };
+    Ok((event, payload))
 }

@@ -240,3 +240,108 @@ fn damaged_envelopes_decode_as_the_dynamic_path_decodes_them() {
     }
     assert!(compared > 10_000 && both_ok > 1_000, "{compared} compared, {both_ok} read directly");
 }
+
+/// What reading `bytes` straight into the family of its event type gives, checked against the
+/// JSON path: the same event or an error on both. Answers whether the direct reader read it and
+/// whether there was an event to read (`None`: no family has that event type).
+fn typed_as_through_json(contract: &Contract, event_type: &str, bytes: &[u8]) -> Option<(bool, bool)> {
+    use kefu_domain::{
+        DomainEvent, business_calendar::BusinessCalendarEvent, customer::CustomerEvent, interaction::InteractionEvent,
+        satisfaction_config::SatisfactionConfigEvent, satisfaction_monitor::SatisfactionMonitorEvent,
+        service_config::ServiceConfigEvent, service_request::ServiceRequestEvent, survey::SurveyEvent,
+        survey_template::SurveyTemplateEvent,
+    };
+    fn check<E: DomainEvent + PartialEq>(contract: &Contract, bytes: &[u8]) -> (bool, bool) {
+        let json = contract.decode(bytes).ok().and_then(|e| e.decode::<E>().ok());
+        let Ok(split) = contract.decode_split(bytes) else {
+            assert!(contract.decode_envelope_only(bytes).is_err());
+            assert_eq!(json, None);
+            return (false, false);
+        };
+        assert_eq!(Ok(&split.event), contract.decode_envelope_only(bytes).as_ref(), "the envelope");
+        let direct = split.payload_direct::<E>();
+        if direct.is_some() {
+            assert_eq!(direct, json, "read directly: {bytes:?}");
+        }
+        assert_eq!(split.payload::<E>().ok(), json, "read: {bytes:?}");
+        assert_eq!(split.into_whole(), contract.decode(bytes), "the whole event: {bytes:?}");
+        (direct.is_some(), json.is_some())
+    }
+    macro_rules! families {
+        ($($family:ty),+) => {
+            $(if <$family>::EVENT_TYPES.contains(&event_type) {
+                return Some(check::<$family>(contract, bytes));
+            })+
+        };
+    }
+    families!(
+        CustomerEvent,
+        ServiceRequestEvent,
+        InteractionEvent,
+        SurveyEvent,
+        SurveyTemplateEvent,
+        ServiceConfigEvent,
+        SatisfactionConfigEvent,
+        SatisfactionMonitorEvent,
+        BusinessCalendarEvent
+    );
+    None
+}
+
+#[test]
+fn payloads_read_straight_into_their_types_equal_those_read_through_json() {
+    let contract = Contract::get();
+    let examples = kefu_domain::example_events();
+    let (mut families, mut read_directly) = (std::collections::BTreeSet::new(), 0);
+    for (i, example) in examples.iter().enumerate() {
+        for payload in [example.payload.clone(), defaults(&example.payload)] {
+            let event = envelope(i, example.event_type, example.stream_type, example.schema_version, payload);
+            let Ok(bytes) = contract.encode(&event) else { continue };
+            let (direct, valid) = typed_as_through_json(contract, example.event_type, &bytes).unwrap();
+            assert_eq!(direct, valid, "{} is not read directly", example.event_type);
+            read_directly += usize::from(direct);
+        }
+        families.insert(example.stream_type);
+    }
+    assert_eq!(families.len(), 9, "every family has examples: {families:?}");
+    assert!(read_directly > 70, "only {read_directly} events were read directly");
+    // Older payload versions are upcast through their JSON.
+    let older: Vec<_> = examples.iter().filter(|e| e.schema_version > 1).collect();
+    assert!(!older.is_empty(), "an event type has an upcaster");
+    for example in older {
+        let event =
+            envelope(1, example.event_type, example.stream_type, example.schema_version, example.payload.clone());
+        let mut bytes = contract.encode(&event).unwrap();
+        // The envelope says version 1 (field 3), as an event stored before the type changed.
+        let at = bytes.iter().position(|b| *b == 3 << 3).unwrap();
+        bytes[at + 1] = 1;
+        assert_eq!(typed_as_through_json(contract, example.event_type, &bytes), Some((false, true)));
+    }
+}
+
+/// Every truncation and many byte flips of encoded envelopes read into their types as through
+/// JSON: the same event, or an error both ways.
+#[test]
+fn damaged_payloads_read_into_their_types_as_through_json() {
+    let contract = Contract::get();
+    let (mut compared, mut direct) = (0, 0);
+    for (i, example) in kefu_domain::example_events().into_iter().enumerate().step_by(3) {
+        let event = envelope(i, example.event_type, example.stream_type, example.schema_version, example.payload);
+        let bytes = contract.encode(&event).unwrap();
+        let mut damaged: Vec<Vec<u8>> = (0..bytes.len()).map(|n| bytes[..n].to_vec()).collect();
+        for at in 0..bytes.len() {
+            for mask in [0x01u8, 0x02, 0x40, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[at] ^= mask;
+                damaged.push(b);
+            }
+        }
+        for b in &damaged {
+            if typed_as_through_json(contract, example.event_type, b).unwrap().0 {
+                direct += 1;
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared > 20_000 && direct > 2_000, "{compared} compared, {direct} read directly");
+}

@@ -28,6 +28,7 @@ use std::{
 use futures::future::BoxFuture;
 use kefu_app::RecordedEvent;
 use kefu_bus::BusConfig;
+use kefu_contract::{Contract, Split};
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
@@ -49,6 +50,14 @@ pub trait BulkFold: Send {
     /// Folds one event, in log order, past the version guard (each stream's events arrive once
     /// and in order). An error declines the in-memory rebuild.
     fn fold(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError>;
+
+    /// [`fold`](BulkFold::fold) given the event with its payload still encoded: a fold that
+    /// reads payloads straight into its own types ([`Split::payload`]) skips their JSON. By
+    /// default the payload is decoded as JSON and the event folded.
+    fn fold_split(&mut self, event: Split<'_>) -> Result<(), ProjectionError> {
+        let whole = event.into_whole().map_err(|e| ProjectionError::Poison(e.to_string()))?;
+        self.fold(&whole)
+    }
 
     /// No event of `stream` follows in this load: its last event (as the event store had it
     /// once the end of the log read was fixed) has been folded, so rows that depend on that
@@ -169,15 +178,17 @@ impl BulkLoad {
 
     /// Folds a run of records (in log order per partition).
     pub async fn push(&mut self, records: &[Record]) -> Result<(), ProjectionError> {
+        let contract = Contract::get();
         for record in records {
-            let (event, read) = apply::decode(&*self.projection, record);
-            let event = event.map_err(|reason| {
+            // The envelope only: a payload is decoded by the fold, and only where it reads it.
+            let split = contract.decode_split(&record.payload).map_err(|reason| {
                 ProjectionError::Poison(format!(
                     "the record at partition {} offset {} does not decode: {reason}",
                     record.partition, record.offset
                 ))
             })?;
-            self.marks.note(record, Some(&event));
+            let event = &split.event;
+            self.marks.note(record, Some(event));
             self.outcome.records += 1;
             let current = self.versions.get(&event.stream_id).copied().unwrap_or(0);
             if event.stream_version <= current {
@@ -207,13 +218,14 @@ impl BulkLoad {
                     event.stream_id, event.stream_version
                 )));
             }
-            self.versions.insert(event.stream_id, event.stream_version);
-            if read {
-                self.fold.fold(&event)?;
+            let (stream, version) = (event.stream_id, event.stream_version);
+            self.versions.insert(stream, version);
+            if self.projection.reads(&event.stream_type, &event.event_type) {
+                self.fold.fold_split(split)?;
                 self.outcome.folded += 1;
             }
-            if head == Some(event.stream_version) {
-                self.fold.ended(event.stream_id)?;
+            if head == Some(version) {
+                self.fold.ended(stream)?;
             }
         }
         for rows in self.fold.streamed() {

@@ -10,7 +10,8 @@
 
 use std::fmt::Display;
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Utc};
+use kefu_contract::{RFC3339_MAX, rfc3339};
 use serde::{
     Serialize, Serializer,
     ser::{self, Impossible, SerializeMap, SerializeStruct},
@@ -60,54 +61,6 @@ pub(crate) fn opt_time<S: Serializer>(t: &Option<DateTime<Utc>>, serializer: S) 
         Some(t) => serializer.serialize_some(&Time(t)),
         None => serializer.serialize_none(),
     }
-}
-
-/// The longest text [`rfc3339`] writes: `9999-12-31T23:59:59.999999999Z`.
-const RFC3339_MAX: usize = 30;
-
-/// `t` as chrono's `to_rfc3339_opts(SecondsFormat::AutoSi, true)` writes it, for years 0 to
-/// 9999 and no leap second; `None` otherwise (the caller lets chrono write those).
-fn rfc3339<'b>(t: &DateTime<Utc>, buf: &'b mut [u8; RFC3339_MAX]) -> Option<&'b str> {
-    let year = t.year();
-    let nanos = t.nanosecond();
-    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
-        return None;
-    }
-    fn digits(buf: &mut [u8], value: u32) {
-        let mut v = value;
-        for b in buf.iter_mut().rev() {
-            *b = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    }
-    digits(&mut buf[0..4], year as u32);
-    buf[4] = b'-';
-    digits(&mut buf[5..7], t.month());
-    buf[7] = b'-';
-    digits(&mut buf[8..10], t.day());
-    buf[10] = b'T';
-    digits(&mut buf[11..13], t.hour());
-    buf[13] = b':';
-    digits(&mut buf[14..16], t.minute());
-    buf[16] = b':';
-    digits(&mut buf[17..19], t.second());
-    let mut end = 19;
-    let (fraction, width) = if nanos == 0 {
-        (0, 0)
-    } else if nanos.is_multiple_of(1_000_000) {
-        (nanos / 1_000_000, 3)
-    } else if nanos.is_multiple_of(1_000) {
-        (nanos / 1_000, 6)
-    } else {
-        (nanos, 9)
-    };
-    if width > 0 {
-        buf[end] = b'.';
-        digits(&mut buf[end + 1..end + 1 + width], fraction);
-        end += 1 + width;
-    }
-    buf[end] = b'Z';
-    std::str::from_utf8(&buf[..end + 1]).ok()
 }
 
 /// Rows taken out of a [`CopyRows`] to be sent by a `COPY` kept open across runs.
@@ -661,7 +614,7 @@ mod tests {
 
     #[test]
     fn timestamps_are_written_as_chrono_writes_them() {
-        use chrono::{SecondsFormat, TimeZone};
+        use chrono::{Datelike, SecondsFormat, TimeZone, Timelike};
         #[derive(Serialize)]
         struct Times {
             #[serde(serialize_with = "time")]

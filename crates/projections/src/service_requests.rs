@@ -757,6 +757,14 @@ impl BulkFold for BulkRequests {
         self.folded.fold(event, &event.decode()?)
     }
 
+    fn fold_split(&mut self, split: kefu_contract::Split<'_>) -> Result<(), ProjectionError> {
+        if split.event.stream_type != ServiceRequest::STREAM_TYPE {
+            return Ok(());
+        }
+        let event = split.payload().map_err(|e| ProjectionError::Poison(e.to_string()))?;
+        self.folded.fold(&split.event, &event)
+    }
+
     fn ended(&mut self, stream: Uuid) -> Result<(), ProjectionError> {
         let folded = &mut self.folded;
         // Not a request's stream, or none of its events folded.

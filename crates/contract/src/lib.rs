@@ -379,9 +379,7 @@ impl Split<'_> {
     /// the envelope again where the direct reader read it.
     pub fn into_whole(self) -> Result<RecordedEvent, ContractError> {
         if let Some(bytes) = self.payload
-            && let Some(member) = self.contract.members.get(&self.event.event_type)
-            && let prost_reflect::Kind::Message(desc) = member.kind()
-            && let Ok(payload) = read::message(&desc, bytes, 1)
+            && let Ok(payload) = read::payload_json(self.contract, &self.event.event_type, bytes)
         {
             return Ok(RecordedEvent { payload, ..self.event });
         }

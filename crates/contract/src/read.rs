@@ -14,18 +14,14 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use kefu_app::{Actor, RecordedEvent};
 use prost_reflect::{Kind, MessageDescriptor};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use serde::Deserialize;
-
-use crate::{
-    Contract,
-    timestamp::{RFC3339_MAX, rfc3339},
-};
+use crate::{Contract, timestamp::with_text};
 
 /// The reader is not sure; decode through `DynamicMessage` instead.
 #[derive(Debug)]
@@ -196,12 +192,7 @@ pub(crate) fn message(desc: &MessageDescriptor, bytes: &[u8], depth: u32) -> Rea
     }
     let name = desc.full_name();
     if name == "google.protobuf.Timestamp" {
-        let t = time(bytes)?;
-        let mut buf = [0u8; RFC3339_MAX];
-        return Ok(Value::from(match rfc3339(&t, &mut buf) {
-            Some(text) => text.to_string(),
-            None => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        }));
+        return Ok(with_text(&time(bytes)?, |text| Value::from(text)));
     }
     if name.starts_with("google.protobuf.") || desc.oneofs().any(|o| !o.is_synthetic()) {
         return Err(Declined);
@@ -286,10 +277,16 @@ pub(crate) fn envelope(contract: &Contract, bytes: &[u8], with_payload: bool) ->
         let Some(contents) = payload.filter(|(n, _)| *n == member.number()).map(|(_, c)| c) else {
             return Err(Declined);
         };
-        let Kind::Message(desc) = member.kind() else { return Err(Declined) };
-        event.payload = message(&desc, contents, 1)?;
+        event.payload = payload_json(contract, &event.event_type, contents)?;
     }
     Ok(event)
+}
+
+/// The proto3 JSON of `event_type`'s payload message encoded in `contents`.
+pub(crate) fn payload_json(contract: &Contract, event_type: &str, contents: &[u8]) -> Read<Value> {
+    let member = contract.members.get(event_type).ok_or(Declined)?;
+    let Kind::Message(desc) = member.kind() else { return Err(Declined) };
+    message(&desc, contents, 1)
 }
 
 /// A payload member of an envelope: its field number and encoded message.

@@ -2,7 +2,7 @@
 //! of every timestamp a reader decodes from a payload and every timestamp column a rebuild
 //! writes, where chrono's `fmt` path was a sixth of a fold (`perf` on `kefu-bench rebuild`).
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 
 /// The longest text [`rfc3339`] writes: `9999-12-31T23:59:59.999999999Z`.
 pub const RFC3339_MAX: usize = 30;
@@ -50,4 +50,13 @@ pub fn rfc3339<'b>(t: &DateTime<Utc>, buf: &'b mut [u8; RFC3339_MAX]) -> Option<
     }
     buf[end] = b'Z';
     std::str::from_utf8(&buf[..end + 1]).ok()
+}
+
+/// Calls `f` with `t`'s text: [`rfc3339`]'s, or chrono's where that declines.
+pub(crate) fn with_text<R>(t: &DateTime<Utc>, f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = [0u8; RFC3339_MAX];
+    match rfc3339(t, &mut buf) {
+        Some(text) => f(text),
+        None => f(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+    }
 }

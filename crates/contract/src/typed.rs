@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, SecondsFormat};
+use chrono::DateTime;
 use prost_reflect::{Kind, MessageDescriptor};
 use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
@@ -26,7 +26,7 @@ use serde::de::{
 
 use crate::{
     read::{self, MAX_DEPTH, Wire},
-    timestamp::{RFC3339_MAX, rfc3339},
+    timestamp::with_text,
 };
 
 type Error = serde_json::Error;
@@ -410,11 +410,7 @@ impl<'de> Deserializer<'de> for ValueDe<'_, 'de> {
                 (KindPlan::Timestamp, Wire::Bytes(b)) => {
                     let (seconds, nanos) = read::timestamp_parts(b).map_err(|_| declined())?;
                     let t = DateTime::from_timestamp(seconds, nanos).ok_or_else(declined)?;
-                    let mut buf = [0u8; RFC3339_MAX];
-                    match rfc3339(&t, &mut buf) {
-                        Some(text) => visitor.visit_str(text),
-                        None => visitor.visit_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
-                    }
+                    with_text(&t, |text| visitor.visit_str(text))
                 }
                 (KindPlan::Message(m), Wire::Bytes(b)) => {
                     MessageDe { plans, plan: m, bytes: b, depth: self.depth + 1 }.visit(visitor)
